@@ -1,0 +1,87 @@
+"""The one settings object: read from the environment and an optional env file, once."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./data/lora-manager.db"
+ENV_FILE_VARIABLE = "LORA_MANAGER_ENV_FILE"
+
+
+class Settings(BaseSettings):
+    """Every setting LoRA Manager reads; each field maps to the upper-case env variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user:pass@host/db",
+    )
+    redis_url: str | None = Field(None, description="Redis URL for the task queue (optional)")
+    api_key: SecretStr | None = Field(None, description="When set, X-API-Key must match it")
+    migrate_on_startup: bool = Field(True, description="API upgrades the schema before serving")
+    db_wait_timeout: float = Field(60.0, ge=0, description="Seconds to wait for the database")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "INFO"
+
+    migration_lock_timeout: float = Field(
+        300.0, ge=0, description="Seconds to wait for another process's migration to finish"
+    )
+    migration_pg_lock_timeout: float = Field(
+        5.0, ge=0, description="PostgreSQL lock_timeout (s) for migration sessions; 0 = none"
+    )
+    migration_pg_statement_timeout: float = Field(
+        600.0, ge=0, description="PostgreSQL statement_timeout (s) for migrations; 0 = none"
+    )
+    migration_lock_retries: int = Field(
+        3, ge=0, description="Retries of a revision whose lock_timeout expired"
+    )
+    sqlite_backup_keep: int = Field(
+        3, ge=0, description="Online backups kept next to a SQLite database; 0 = no backup"
+    )
+    schema_check_interval: float = Field(
+        2.0, ge=0, description="Seconds the API trusts its last 'schema at head' answer"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str) -> str:
+        # Hosted PostgreSQL often hands out postgres:// URLs; psycopg 3 is the driver we ship.
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file of a file-backed SQLite URL, else None."""
+        if not self.is_sqlite:
+            return None
+        from sqlalchemy.engine import make_url
+
+        database = make_url(self.database_url).database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return Path(database)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment and the env file named by LORA_MANAGER_ENV_FILE."""
+    env_file = os.environ.get(ENV_FILE_VARIABLE, ".env")
+    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

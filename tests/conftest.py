@@ -1,0 +1,51 @@
+"""Shared fixtures: a real PostgreSQL server per session, fresh databases per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.postgres import PostgresServer, running_postgres
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BIN_DIR = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """A fresh, empty PostgreSQL database."""
+    return pg_server.create_database()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'lora.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh empty database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'lora.db'}"
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    return server.create_database()
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for running `lora-manager` and the shell scripts as subprocesses."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "API_KEY"))}
+    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
+    env["LORA_MANAGER_ENV_FILE"] = str(tmp_path / "no-such.env")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
