@@ -1,0 +1,6 @@
+#!/bin/sh
+# API container entry point: wait for the database, upgrade the schema to head, then exec
+# the server (one process: the server replaces this shell and receives signals directly).
+# Extra arguments go to `lora-manager serve` (e.g. --port 9000).
+set -eu
+exec lora-manager serve --migrate "$@"

@@ -1,0 +1,3 @@
+from lora_manager.cli import main
+
+main()

@@ -1,0 +1,72 @@
+"""The FastAPI app factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import Depends, FastAPI
+
+from lora_manager.api.auth import require_api_key
+from lora_manager.api.errors import install_error_handlers
+from lora_manager.api.health import router as health_router
+from lora_manager.api.schema_gate import SchemaGate
+from lora_manager.catalog.routes import router as catalog_router
+from lora_manager.config import Settings, get_settings
+from lora_manager.db import make_engine, make_session_factory
+
+log = logging.getLogger(__name__)
+
+_APP_CONNECT_TIMEOUT = 3
+
+
+def migrate_to_head(settings: Settings) -> None:
+    """Wait for the database and upgrade it to head, through the migration runner."""
+    from lora_manager.migrations import MigrationRunner
+
+    runner = MigrationRunner(settings, echo=log.info)
+    runner.wait()
+    outcome = runner.upgrade("head")
+    if outcome.applied:
+        log.info("schema upgraded to head: %s", ", ".join(outcome.applied))
+
+
+def create_app(
+    settings: Settings | None = None, *, migrate_on_startup: bool | None = None
+) -> FastAPI:
+    """Build the API. With `migrate_on_startup` (default: the setting) the schema is brought
+    to head before the first request is served."""
+    settings = settings or get_settings()
+    migrate = settings.migrate_on_startup if migrate_on_startup is None else migrate_on_startup
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if migrate:
+            await anyio.to_thread.run_sync(migrate_to_head, settings)
+        yield
+        app.state.engine.dispose()
+
+    app = FastAPI(
+        title="LoRA Manager",
+        version=_version(),
+        summary="Catalog, compose and generate with your LoRA adapters.",
+        lifespan=lifespan,
+    )
+    engine = make_engine(settings, connect_timeout=_APP_CONNECT_TIMEOUT)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    app.state.schema_gate = SchemaGate(engine, settings.schema_check_interval)
+
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(catalog_router, prefix="/v1", dependencies=[Depends(require_api_key)])
+    return app
+
+
+def _version() -> str:
+    from lora_manager.migration_log import package_version
+
+    return package_version()

@@ -1,0 +1,21 @@
+"""The X-API-Key check, in constant time, on every route that reads or changes data."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader
+
+from lora_manager.api.errors import UnauthorizedError
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def require_api_key(request: Request, provided: str | None = Security(api_key_header)) -> None:
+    expected = request.app.state.settings.api_key
+    if expected is None:
+        return
+    given = (provided or "").encode()
+    if not hmac.compare_digest(given, expected.get_secret_value().encode()):
+        raise UnauthorizedError("invalid or missing API key (X-API-Key header)")

@@ -1,0 +1,1 @@
+"""The adapter catalog: queries, rules and routes."""

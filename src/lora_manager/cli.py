@@ -1,0 +1,408 @@
+"""`lora-manager`: serve the API, run the worker, and manage the database schema."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from lora_manager.errors import ExitCode, LoraManagerError
+
+app = typer.Typer(
+    help="LoRA Manager: catalog, compose and generate with your LoRA adapters.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema: migrate, inspect, verify.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def say(message: str) -> None:
+    """Progress and diagnostics go to stderr, so stdout stays machine-readable."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class _MigrationProgressOnly(logging.Filter):
+    """Alembic's "Running upgrade …" lines are progress; its context chatter is not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or record.getMessage().startswith("Running ")
+
+
+def configure_logging(level: str = "INFO") -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=level.upper(),
+            format="%(asctime)s %(levelname)-5s [%(name)s] %(message)s",
+            stream=sys.stderr,
+        )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.getLogger("alembic.ddl").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").addFilter(_MigrationProgressOnly())
+
+
+def friendly_errors(func: F) -> F:
+    """Expected failures print one clear line and exit with their code, never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return func(*args, **kwargs)
+        except LoraManagerError as exc:
+            say(f"error: {exc}")
+            raise typer.Exit(int(exc.exit_code)) from None
+        except SQLAlchemyError as exc:
+            from lora_manager.db import short_error
+
+            say(f"error: database error: {short_error(exc)}")
+            raise typer.Exit(int(ExitCode.FAILURE)) from None
+        except KeyboardInterrupt:
+            say("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(**overrides: Any) -> Any:
+    from pydantic import ValidationError
+
+    from lora_manager.config import load_settings
+
+    try:
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        say(f"error: invalid settings: {problems}")
+        raise typer.Exit(int(ExitCode.USAGE)) from None
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _runner(settings: Any) -> Any:
+    from lora_manager.migrations import MigrationRunner
+
+    return MigrationRunner(settings, echo=say)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from lora_manager.migration_log import package_version
+
+        print(f"lora-manager {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True)
+    ] = False,
+) -> None:
+    """LoRA Manager."""
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+@app.command()
+@friendly_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (PORT)")] = None,
+    migrate: Annotated[
+        bool | None,
+        typer.Option(
+            "--migrate/--no-migrate",
+            help="Wait for the database and upgrade to head first (MIGRATE_ON_STARTUP)",
+        ),
+    ] = None,
+) -> None:
+    """Run the API server."""
+    import uvicorn
+
+    from lora_manager.api import create_app
+    from lora_manager.api.app import migrate_to_head
+
+    settings = _settings(host=host, port=port, migrate_on_startup=migrate)
+    if settings.migrate_on_startup:
+        migrate_to_head(settings)
+    api = create_app(settings, migrate_on_startup=False)
+    uvicorn.run(api, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+
+
+@app.command()
+@friendly_errors
+def worker() -> None:
+    """Run a worker: waits until the schema is at head, then consumes jobs."""
+    from lora_manager.worker import Worker
+
+    process = Worker(_settings(), echo=say)
+    process.install_signal_handlers()
+    raise typer.Exit(process.run())
+
+
+@app.command()
+def health(
+    url: Annotated[
+        str | None, typer.Option(help="Readiness URL (default: http://127.0.0.1:PORT/health/ready)")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer")] = 5.0,
+) -> None:
+    """Probe the API's readiness: exit 0 when it answers 200, 1 otherwise."""
+    import urllib.error
+    import urllib.request
+
+    if url is None:
+        url = f"http://127.0.0.1:{_settings().port}/health/ready"
+    if not url.startswith(("http://", "https://")):
+        say(f"error: not an http(s) URL: {url}")
+        raise typer.Exit(int(ExitCode.USAGE))
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (checked above)
+            body = response.read().decode(errors="replace")
+            print(body)
+            raise typer.Exit(0 if response.status == 200 else 1)
+    except urllib.error.HTTPError as exc:
+        say(f"not ready: HTTP {exc.code} {exc.read().decode(errors='replace')}")
+    except (urllib.error.URLError, OSError) as exc:
+        say(f"not ready: {getattr(exc, 'reason', exc)}")
+    raise typer.Exit(1)
+
+
+# -- db ----------------------------------------------------------------------------------
+
+WaitOption = Annotated[
+    bool, typer.Option("--wait/--no-wait", help="Wait for the database first (DB_WAIT_TIMEOUT)")
+]
+
+
+@db_app.command("wait")
+@friendly_errors
+def db_wait(
+    timeout: Annotated[float | None, typer.Option(help="Seconds (default DB_WAIT_TIMEOUT)")] = None,
+) -> None:
+    """Wait until the database answers; exit 3 if it never does."""
+    runner = _runner(_settings())
+    waited = runner.wait(timeout)
+    say(f"{runner.target.describe()} is up (waited {waited:.1f}s)")
+
+
+# Lets relative revisions such as -1 through as arguments instead of unknown options.
+REVISION_ARGS = {"ignore_unknown_options": True}
+
+
+@db_app.command("upgrade", context_settings=REVISION_ARGS)
+@friendly_errors
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+    wait: WaitOption = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON")] = False,
+) -> None:
+    """Upgrade the schema (default: to head). Returns at once when already there."""
+    runner = _runner(_settings())
+    if wait:
+        runner.wait()
+    outcome = runner.upgrade(revision)
+    _report(outcome, as_json)
+
+
+@db_app.command("downgrade", context_settings=REVISION_ARGS)
+@friendly_errors
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or an id or base")],
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask: downgrades can drop data")
+    ] = False,
+    wait: WaitOption = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON")] = False,
+) -> None:
+    """Roll the schema back to REVISION. Asks first, since columns and tables may be dropped."""
+    settings = _settings()
+    runner = _runner(settings)
+    if wait:
+        runner.wait()
+    if not yes:
+        status = runner.status()
+        current = ", ".join(status.current) or "base"
+        question = (
+            f"Downgrade {runner.target.describe()} from {current} to {revision}? "
+            "Columns and tables added since then are dropped with their data"
+        )
+        if not sys.stdin.isatty():
+            say(f"error: {question}. Refusing without --yes (no terminal to ask).")
+            raise typer.Exit(int(ExitCode.USAGE))
+        if not typer.confirm(question, err=True):
+            say("downgrade cancelled")
+            raise typer.Exit(int(ExitCode.FAILURE))
+    outcome = runner.downgrade(revision)
+    _report(outcome, as_json)
+
+
+def _report(outcome: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(outcome.to_dict()))
+        return
+    after = ", ".join(outcome.after) or "base"
+    if not outcome.applied:
+        say(f"nothing to do: database already at {after}")
+    else:
+        say(f"{outcome.direction}d {len(outcome.applied)} revision(s); now at {after}")
+    if outcome.backup:
+        say(f"backup: {outcome.backup}")
+
+
+@db_app.command("current")
+@friendly_errors
+def db_current(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show each revision")] = False,
+) -> None:
+    """The database's current revision (as `alembic current`)."""
+    runner = _runner(_settings())
+    runner.wait()
+    output = runner.run_alembic("current", verbose=verbose)
+    print(output.rstrip() or "(no revision: empty database)")
+
+
+@db_app.command("history")
+@friendly_errors
+def db_history(
+    revision_range: Annotated[
+        str | None, typer.Option("--rev-range", "-r", help="e.g. base:head")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """The revision chain (as `alembic history`); needs no database."""
+    import io
+
+    from alembic import command
+
+    from lora_manager.migrations import alembic_config
+
+    out = io.StringIO()
+    command.history(alembic_config(_settings(), stdout=out), revision_range, verbose=verbose)
+    print(out.getvalue().rstrip())
+
+
+@db_app.command("heads")
+@friendly_errors
+def db_heads(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """The chain's head revision(s); more than one means a merge is needed."""
+    import io
+
+    from alembic import command
+
+    from lora_manager.migrations import alembic_config
+
+    out = io.StringIO()
+    command.heads(alembic_config(_settings(), stdout=out), verbose=verbose)
+    print(out.getvalue().rstrip())
+
+
+@db_app.command("check")
+@friendly_errors
+def db_check() -> None:
+    """Fail (exit 5) on several heads, an applied revision edited afterwards, or models that
+    differ from the migrations."""
+    runner = _runner(_settings())
+    runner.wait()
+    problems = runner.check()
+    if problems:
+        for problem in problems:
+            say(f"FAIL: {problem}")
+        raise typer.Exit(int(ExitCode.CHECK_FAILED))
+    say("OK: one head, the database is at head, no edited revisions, models match migrations")
+
+
+@db_app.command("sql")
+@friendly_errors
+def db_sql(
+    revision_range: Annotated[
+        str, typer.Argument(help="FROM:TO, e.g. f0a1b2c3d4e5:head")
+    ] = "base:head",
+) -> None:
+    """Print the SQL an upgrade would run, for review by a DBA (offline; no connection)."""
+    print(_runner(_settings()).offline_sql(revision_range))
+
+
+@db_app.command("status")
+@friendly_errors
+def db_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    steps: Annotated[int, typer.Option(help="How many step-log rows to show")] = 10,
+) -> None:
+    """Where the database stands: reachable, current revision, head, pending, recent steps.
+    Exit 0 at head, 6 when behind, 3 when the database does not answer."""
+    from lora_manager.errors import DatabaseUnreachableError
+
+    settings = _settings()
+    runner = _runner(settings)
+    report: dict[str, Any] = {"database": runner.target.describe()}
+    try:
+        runner.wait(timeout=0)
+        status = runner.status()
+    except DatabaseUnreachableError as exc:
+        report.update(reachable=False, error=str(exc))
+        code = ExitCode.DATABASE_UNREACHABLE
+    else:
+        report.update(
+            reachable=True,
+            current=list(status.current),
+            head=list(status.heads),
+            at_head=status.at_head,
+            pending=status.pending,
+            steps=runner.step_log(steps),
+        )
+        code = ExitCode.OK if status.at_head else ExitCode.SCHEMA_NOT_AT_HEAD
+    if as_json:
+        print(json.dumps(report, default=str))
+    else:
+        _print_status(report)
+    raise typer.Exit(int(code))
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{report['database']}[/bold]")
+    if not report["reachable"]:
+        console.print(f"[red]{report['error']}[/red]")
+        return
+    state = "[green]at head[/green]" if report["at_head"] else "[yellow]behind[/yellow]"
+    console.print(
+        f"current: {', '.join(report['current']) or 'base'}  head: "
+        f"{', '.join(report['head'])}  {state}"
+    )
+    if report["pending"]:
+        console.print(f"pending: {', '.join(report['pending'])}")
+    table = Table("when (UTC)", "revision", "direction", "ms", "ok", "host", "version", "error")
+    for step in report["steps"]:
+        table.add_row(
+            str(step["started_at"])[:19],
+            step["revision"],
+            step["direction"],
+            f"{step['duration_ms']:.0f}",
+            "yes" if step["success"] else "[red]no[/red]",
+            step["host"],
+            step["package_version"],
+            (step["error"] or "")[:60],
+        )
+    if report["steps"]:
+        console.print(table)
+
+
+def main() -> None:
+    app()

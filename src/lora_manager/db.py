@@ -1,0 +1,154 @@
+"""Engines, sessions and waiting for the database to answer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from lora_manager.config import Settings
+from lora_manager.errors import DatabaseUnreachableError
+
+log = logging.getLogger(__name__)
+
+_FIRST_RETRY_DELAY = 0.2
+_MAX_RETRY_DELAY = 2.0
+_MAX_CONNECT_TIMEOUT = 5
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """Where a URL points, without its password: safe to print."""
+
+    dialect: str
+    host: str | None
+    port: int | None
+    database: str | None
+
+    def where(self) -> str:
+        """host=… port=… database=…, as the operator would look them up."""
+        if self.dialect == "sqlite":
+            return f"database={self.database or ':memory:'}"
+        return f"host={self.host or 'localhost'} port={self.port or 5432} database={self.database}"
+
+    def describe(self) -> str:
+        if self.dialect == "sqlite":
+            return f"SQLite database {self.database or ':memory:'}"
+        port = self.port or 5432
+        return f"{self.dialect} database {self.database!r} at {self.host or 'localhost'}:{port}"
+
+
+def database_target(url: str | URL) -> DatabaseTarget:
+    parsed = make_url(url)
+    return DatabaseTarget(parsed.get_backend_name(), parsed.host, parsed.port, parsed.database)
+
+
+def ensure_sqlite_directory(settings: Settings) -> None:
+    """SQLite creates the file but not its folder (the default is ./data/)."""
+    path = settings.sqlite_path
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(foreign_keys: bool) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    return on_connect
+
+
+def make_engine(
+    settings: Settings,
+    *,
+    pooled: bool = True,
+    connect_timeout: float | None = None,
+    foreign_keys: bool = True,
+) -> Engine:
+    """The application's engine; SQLite gets foreign keys, WAL and a busy timeout."""
+    ensure_sqlite_directory(settings)
+    kwargs: dict[str, Any] = {}
+    connect_args: dict[str, Any] = {}
+    if settings.is_sqlite:
+        connect_args["timeout"] = 5
+    elif connect_timeout is not None:
+        connect_args["connect_timeout"] = max(1, int(connect_timeout))
+    if not pooled:
+        kwargs["poolclass"] = NullPool
+    elif not settings.is_sqlite:
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(settings.database_url, connect_args=connect_args, **kwargs)
+    if settings.is_sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas(foreign_keys))
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def short_error(exc: BaseException) -> str:
+    """The driver's own message, first line only, without SQLAlchemy's boilerplate."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    message = str(exc).strip().splitlines()
+    return message[0] if message else type(exc).__name__
+
+
+def wait_for_database(
+    settings: Settings,
+    *,
+    timeout: float | None = None,
+    on_attempt: Callable[[int, str, float], None] | None = None,
+) -> float:
+    """Connect and `SELECT 1` until it works, backing off up to `timeout` seconds.
+
+    Calls `on_attempt(attempt, error, next_delay)` after each failure. Returns the seconds
+    waited; raises DatabaseUnreachableError naming host, port, database and the last error.
+    """
+    timeout = settings.db_wait_timeout if timeout is None else timeout
+    started = time.monotonic()
+    deadline = started + timeout
+    delay = _FIRST_RETRY_DELAY
+    attempt = 0
+    ensure_sqlite_directory(settings)
+    while True:
+        attempt += 1
+        remaining = deadline - time.monotonic()
+        engine = make_engine(
+            settings,
+            pooled=False,
+            connect_timeout=min(_MAX_CONNECT_TIMEOUT, max(1.0, remaining)),
+        )
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return time.monotonic() - started
+        except SQLAlchemyError as exc:
+            error = short_error(exc)
+        finally:
+            engine.dispose()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DatabaseUnreachableError(
+                f"database unreachable: gave up after {attempt} attempts in "
+                f"{time.monotonic() - started:.1f}s (DB_WAIT_TIMEOUT={timeout:g}): "
+                f"{database_target(settings.database_url).where()} — last error: {error}"
+            )
+        sleep_for = min(delay, remaining)
+        if on_attempt is not None:
+            on_attempt(attempt, error, sleep_for)
+        time.sleep(sleep_for)
+        delay = min(delay * 2, _MAX_RETRY_DELAY)

@@ -1,0 +1,43 @@
+"""The project's error family: each expected failure has a clear message and an exit code."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of `lora-manager` and the shell scripts that wrap it."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    DATABASE_UNREACHABLE = 3
+    MIGRATION_LOCK_TIMEOUT = 4
+    CHECK_FAILED = 5
+    SCHEMA_NOT_AT_HEAD = 6
+
+
+class LoraManagerError(Exception):
+    """An expected failure: shown to the user as its message, never as a traceback."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+
+class DatabaseUnreachableError(LoraManagerError):
+    exit_code = ExitCode.DATABASE_UNREACHABLE
+
+
+class MigrationLockTimeoutError(LoraManagerError):
+    exit_code = ExitCode.MIGRATION_LOCK_TIMEOUT
+
+
+class MigrationError(LoraManagerError):
+    exit_code = ExitCode.FAILURE
+
+
+class CheckFailedError(LoraManagerError):
+    exit_code = ExitCode.CHECK_FAILED
+
+
+class SchemaNotAtHeadError(LoraManagerError):
+    exit_code = ExitCode.SCHEMA_NOT_AT_HEAD
