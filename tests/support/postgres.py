@@ -62,7 +62,9 @@ class PostgresServer:
 
     def stop(self) -> None:
         subprocess.run(
-            _as_postgres_user([_tool("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"]),
+            _as_postgres_user(
+                [_tool("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"]
+            ),
             check=False,
             capture_output=True,
         )
@@ -73,13 +75,23 @@ def start_postgres(port: int | None = None) -> PostgresServer:
     base = Path(tempfile.mkdtemp(prefix="lora-pg-"))
     data_dir = base / "data"
     log_file = base / "server.log"
-    os.chmod(base, 0o755)
+    os.chmod(base, 0o755)  # noqa: S103 (the postgres user must reach its data dir)
     if os.geteuid() == 0:
         shutil.chown(base, user="postgres", group="postgres")
     subprocess.run(
         _as_postgres_user(
-            [_tool("initdb"), "-D", str(data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-             "--no-sync"]
+            [
+                _tool("initdb"),
+                "-D",
+                str(data_dir),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
         ),
         check=True,
         capture_output=True,
@@ -91,8 +103,17 @@ def start_postgres(port: int | None = None) -> PostgresServer:
     )
     subprocess.run(
         _as_postgres_user(
-            [_tool("pg_ctl"), "-D", str(data_dir), "-l", str(log_file), "-o", options, "-w",
-             "start"]
+            [
+                _tool("pg_ctl"),
+                "-D",
+                str(data_dir),
+                "-l",
+                str(log_file),
+                "-o",
+                options,
+                "-w",
+                "start",
+            ]
         ),
         check=True,
         capture_output=True,
