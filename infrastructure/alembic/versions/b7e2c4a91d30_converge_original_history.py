@@ -68,11 +68,24 @@ END $$
 
 
 def upgrade() -> None:
-    for name, table, columns, unique in SEED_INDEXES:
-        op.create_index(name, table, columns, unique=unique, if_not_exists=True)
-    if op.get_context().dialect.name == "postgresql":
-        for table in TABLES:
-            op.execute(RENAME_PRIMARY_KEY.format(table=table))
+    context = op.get_context()
+    if context.dialect.name != "postgresql":
+        for name, table, columns, unique in SEED_INDEXES:
+            op.create_index(name, table, columns, unique=unique, if_not_exists=True)
+        return
+    for table in TABLES:
+        op.execute(RENAME_PRIMARY_KEY.format(table=table))
+    # An original catalog may be large and in use: build missing indexes without blocking writes.
+    with context.autocommit_block():
+        for name, table, columns, unique in SEED_INDEXES:
+            op.create_index(
+                name,
+                table,
+                columns,
+                unique=unique,
+                if_not_exists=True,
+                postgresql_concurrently=True,
+            )
 
 
 def downgrade() -> None:
