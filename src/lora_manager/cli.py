@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from functools import wraps
 from typing import Annotated, Any, TypeVar
 
@@ -98,7 +99,7 @@ def _runner(settings: Any) -> Any:
 
 def _version_callback(value: bool) -> None:
     if value:
-        from lora_manager.migration_log import package_version
+        from lora_manager.version import package_version
 
         print(f"lora-manager {package_version()}")
         raise typer.Exit()
@@ -325,15 +326,21 @@ def db_check() -> None:
     say("OK: one head, the database is at head, no edited revisions, models match migrations")
 
 
+class SqlDialect(StrEnum):
+    postgresql = "postgresql"
+    sqlite = "sqlite"
+
+
 @db_app.command("sql")
 @friendly_errors
 def db_sql(
     revision_range: Annotated[
         str, typer.Argument(help="FROM:TO, e.g. f0a1b2c3d4e5:head")
     ] = "base:head",
+    dialect: Annotated[SqlDialect, typer.Option(help="Dialect to render")] = SqlDialect.postgresql,
 ) -> None:
-    """Print the SQL an upgrade would run, for review by a DBA (offline; no connection)."""
-    print(_runner(_settings()).offline_sql(revision_range))
+    """Print the SQL an upgrade would run, for a DBA to review (offline; no connection)."""
+    print(_runner(_settings()).offline_sql(revision_range, dialect.value))
 
 
 @db_app.command("status")

@@ -10,8 +10,6 @@ import hashlib
 import socket
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from sqlalchemy import (
@@ -28,6 +26,8 @@ from sqlalchemy import (
     Text,
     select,
 )
+
+from lora_manager.version import package_version
 
 LOG_TABLE_NAME = "lora_migration_log"
 _ERROR_TEXT_LIMIT = 4000
@@ -48,14 +48,6 @@ migration_log = Table(
     Column("checksum", String(64)),
     Index("ix_lora_migration_log_revision", "revision"),
 )
-
-
-@cache
-def package_version() -> str:
-    try:
-        return version("lora-manager")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def file_checksum(path: str | Path) -> str:

@@ -68,6 +68,9 @@ _SOURCE_SCRIPTS = Path(__file__).resolve().parents[2] / "infrastructure" / "alem
 
 Echo = Callable[[str], None]
 
+# Offline rendering needs only a dialect, never a real server.
+OFFLINE_URLS = {"postgresql": "postgresql+psycopg://", "sqlite": "sqlite://"}
+
 
 def script_location() -> Path:
     """The Alembic scripts: shipped in the wheel, or the checkout's infrastructure/alembic."""
@@ -369,11 +372,18 @@ class MigrationRunner:
             getattr(command, name)(config, *args, **kwargs)
         return out.getvalue()
 
-    def offline_sql(self, revision_range: str) -> str:
+    def offline_sql(self, revision_range: str, dialect: str = "postgresql") -> str:
+        """The SQL an upgrade over `revision_range` would run on `dialect`, without connecting."""
         out = io.StringIO()
         config = alembic_config(self.settings, stdout=out)
+        config.attributes["database_url"] = OFFLINE_URLS[dialect]
         config.output_buffer = out  # type: ignore[attr-defined]
-        command.upgrade(config, revision_range, sql=True)
+        try:
+            command.upgrade(config, revision_range, sql=True)
+        except CommandError as exc:
+            raise MigrationError(f"cannot render {revision_range!r}: {exc}") from None
+        except RuntimeError as exc:
+            raise MigrationError(f"cannot render {revision_range!r} for {dialect}: {exc}") from None
         return out.getvalue()
 
     # -- changing ----------------------------------------------------------------------

@@ -67,6 +67,6 @@ def create_app(
 
 
 def _version() -> str:
-    from lora_manager.migration_log import package_version
+    from lora_manager.version import package_version
 
     return package_version()
