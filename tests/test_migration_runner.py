@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -231,3 +232,14 @@ def test_wait_gives_up_with_host_port_database_and_error() -> None:
 def test_unknown_revision_is_a_clear_error(sqlite_url: str) -> None:
     with pytest.raises(MigrationError, match="unknown revision 'nope'"):
         runner_for(sqlite_url).upgrade("nope")
+
+
+def test_migrating_leaves_the_applications_logging_alone(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app_logger = logging.getLogger("lora_manager.some_feature")
+    runner_for(sqlite_url).upgrade()
+    with caplog.at_level(logging.INFO):
+        app_logger.info("still heard after migrating")
+    assert not app_logger.disabled  # logging.config.fileConfig would have disabled it
+    assert "still heard after migrating" in caplog.text
