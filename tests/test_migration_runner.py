@@ -243,3 +243,14 @@ def test_migrating_leaves_the_applications_logging_alone(
         app_logger.info("still heard after migrating")
     assert not app_logger.disabled  # logging.config.fileConfig would have disabled it
     assert "still heard after migrating" in caplog.text
+
+
+def test_relative_targets_resolve_against_the_database(sqlite_url: str) -> None:
+    runner = runner_for(sqlite_url)
+    runner.upgrade("+2")
+    assert runner.status().current == ("7176100dd1ac",)
+    outcome = runner.downgrade("-1")
+    assert outcome.applied == ["7176100dd1ac"] and outcome.after == ("5f681a8fe826",)
+    with pytest.raises(MigrationError, match=r"-2 from 5f681a8fe826 is outside the chain"):
+        runner.downgrade("-2")
+    assert runner.downgrade("-1").after == ()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 ADVISORY_LOCK_KEY = 0x4C4F5241
 _LOCK_POLL_INTERVAL = 0.2
 _LOCK_NOT_AVAILABLE = "55P03"
+RELATIVE_REVISION = re.compile(r"[+-]\d+")
 _PACKAGED_SCRIPTS = Path(__file__).resolve().parent / "_alembic"
 _SOURCE_SCRIPTS = Path(__file__).resolve().parents[2] / "infrastructure" / "alembic"
 
@@ -405,9 +407,21 @@ class MigrationRunner:
             raise MigrationError(f"unknown revision {revision!r}: {exc}") from None
         return tuple(sorted(s.revision for s in scripts if s is not None))
 
+    @staticmethod
+    def _absolute(revision: str, current: tuple[str, ...]) -> str:
+        """Turn a relative target (+1, -2) into a revision id, so a retry cannot overshoot."""
+        if not RELATIVE_REVISION.fullmatch(revision):
+            return revision
+        chain = [s.revision for s in reversed(list(script_directory().walk_revisions()))]
+        position = chain.index(current[0]) if current else -1
+        target = position + int(revision)
+        if not -1 <= target < len(chain):
+            where = current[0] if current else "base"
+            raise MigrationError(f"{revision} from {where} is outside the chain")
+        return chain[target] if target >= 0 else "base"
+
     def _migrate(self, direction: str, revision: str) -> MigrationOutcome:
-        # Relative targets (+1, -1) depend on where the database is; resolve them under lock.
-        relative = revision[:1] in "+-" or "@" in revision
+        relative = bool(RELATIVE_REVISION.fullmatch(revision))
         wanted = None if relative else self._resolve(revision)
         with self.engine() as engine:
             with engine.connect() as connection:
@@ -419,8 +433,12 @@ class MigrationRunner:
                 lock if lock is not None else contextlib.nullcontext(),
                 engine.connect() as connection,
             ):
+                # Re-read under the lock: another process may have migrated meanwhile.
                 before = current_revisions(connection)
-                if wanted is not None and before == wanted:
+                if relative:
+                    revision = self._absolute(revision, before)
+                    wanted = self._resolve(revision)
+                if before == wanted:
                     return MigrationOutcome(direction, before, before, [], fast_path=False)
                 backup = self._backup(direction, before)
                 self._prepare_session(connection)
