@@ -18,14 +18,13 @@ install: $(BIN)/lora-manager
 run: install
 	$(BIN)/lora-manager serve
 
-test: install
-	$(BIN)/ruff check src tests bench infrastructure
-	$(BIN)/ruff format --check src tests bench infrastructure
+test: lint
 	$(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check src tests bench infrastructure
 	$(BIN)/ruff format --check src tests bench infrastructure
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/bench_migrations.py --out docs/benchmarks.md

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,7 +76,7 @@ class Settings(BaseSettings):
         return Path(database)
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment and the env file named by LORA_MANAGER_ENV_FILE."""
     env_file = os.environ.get(ENV_FILE_VARIABLE, ".env")
     return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]

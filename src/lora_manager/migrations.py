@@ -379,7 +379,7 @@ class MigrationRunner:
         out = io.StringIO()
         config = alembic_config(self.settings, stdout=out)
         config.attributes["database_url"] = OFFLINE_URLS[dialect]
-        config.output_buffer = out  # type: ignore[attr-defined]
+        config.output_buffer = out
         try:
             command.upgrade(config, revision_range, sql=True)
         except CommandError as exc:
