@@ -295,7 +295,8 @@ def test_api_waits_for_healthy_postgres_and_has_a_start_period() -> None:
     assert seconds(healthcheck["start_period"]) >= 60
     assert healthcheck["test"] == ["CMD", IN_IMAGE_DOCKER_DIR + "health-check.sh"]
     assert argv(api["command"]) == [IN_IMAGE_DOCKER_DIR + "start-api.sh"]
-    assert "8000:8000" in [str(p) for p in api["ports"]]
+    # Published on loopback only by default: no API key is set in backend.env.
+    assert "127.0.0.1:8000:8000" in [str(p) for p in api["ports"]]
     assert api["build"]["target"] == "api"
     assert api["image"] == IMAGE
 
