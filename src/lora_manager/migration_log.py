@@ -57,11 +57,21 @@ def file_checksum(path: str | Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# Search structures built by raw SQL in e1b7c9d4a6f2: not expressible as model objects.
+UNMANAGED_TABLE_PREFIX = "adapter_fts"
+UNMANAGED_INDEXES = frozenset({"ix_adapter_search_tsv"})
+
+
 def include_object(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    """Keep the step log out of autogenerate and `alembic check`: it is not a model table."""
-    return not (type_ == "table" and name == LOG_TABLE_NAME)
+    """Keep the step log and the raw-SQL search structures out of autogenerate and
+    `alembic check`: they are not model tables."""
+    if type_ == "table" and name is not None:
+        return name != LOG_TABLE_NAME and not name.startswith(UNMANAGED_TABLE_PREFIX)
+    if type_ == "index":
+        return name not in UNMANAGED_INDEXES
+    return True
 
 
 def ensure_log_table(connection: Connection) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -61,6 +62,15 @@ class Adapter(Base):
         Index("idx_adapter_json_file_path", "json_file_path"),
         Index("idx_adapter_updated_at", "updated_at"),
         Index("idx_adapter_last_ingested_at", "last_ingested_at"),
+        Index("ix_adapter_is_favorite", "is_favorite"),
+        Index("ix_adapter_rating", "rating"),
+        Index("ix_adapter_base_model", "base_model"),
+        Index("ix_adapter_sha256", "sha256"),
+        Index("ux_adapter_real_path", "real_path", unique=True),
+        Index("ix_adapter_ingest_status", "ingest_status"),
+        Index("ix_adapter_published_at", "published_at"),
+        Index("ix_adapter_file_size", "file_size"),
+        Index("ix_adapter_download_count", "download_count"),
     )
 
     id: Mapped[str] = mapped_column(String, primary_key=True, default=new_id)
@@ -103,6 +113,64 @@ class Adapter(Base):
     json_file_mtime: Mapped[datetime | None] = mapped_column(DateTime)
     json_file_size: Mapped[int | None] = mapped_column(Integer)
     last_ingested_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    # Catalog and ingestion (revision d8f3a2b6c1e4). User-owned: is_favorite, rating, notes,
+    # user_tags (with active, weight, ordinal above); an import never writes them.
+    is_favorite: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    favorite_updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    rating: Mapped[int | None] = mapped_column(Integer)
+    rating_updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    notes: Mapped[str | None] = mapped_column(Text)
+    user_tags: Mapped[list[str] | None] = mapped_column(JSON)
+    base_model: Mapped[str | None] = mapped_column(String)
+    preferred_weight: Mapped[float | None] = mapped_column(Float)
+    download_count: Mapped[int | None] = mapped_column(Integer)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    autov2: Mapped[str | None] = mapped_column(String(10))
+    tensor_sha256: Mapped[str | None] = mapped_column(String(64))
+    declared_sha256: Mapped[str | None] = mapped_column(String(64))
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    file_mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    real_path: Mapped[str | None] = mapped_column(String)
+    library_root: Mapped[str | None] = mapped_column(String)
+    file_format: Mapped[str | None] = mapped_column(String(16))
+    preview_path: Mapped[str | None] = mapped_column(String)
+    sidecar_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    ingest_status: Mapped[str] = mapped_column(String(16), default="ok", server_default="ok")
+    ingest_error: Mapped[str | None] = mapped_column(Text)
+    missing_since: Mapped[datetime | None] = mapped_column(DateTime)
+    search_text: Mapped[str | None] = mapped_column(Text)
+
+
+class AdapterTag(Base):
+    """One tag of one adapter (metadata or the user's), for indexed tag filters and counts."""
+
+    __tablename__ = "adaptertag"
+    __table_args__ = (Index("ix_adaptertag_tag", "tag"),)
+
+    adapter_id: Mapped[str] = mapped_column(
+        String, ForeignKey("adapter.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String, primary_key=True)
+    is_user: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class ImportRun(Base):
+    """An import started through the API: its roots, progress and summary."""
+
+    __tablename__ = "importrun"
+    __table_args__ = (Index("ix_importrun_created_at", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String, primary_key=True, default=new_id)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    roots: Mapped[list[str]] = mapped_column(JSON)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class DeliveryJob(Base):

@@ -116,6 +116,19 @@ _VALUES: dict[str, dict[str, Any]] = {
         "implicit_signal": False,
         "created_at": T0,
     },
+    "adaptertag": {"adapter_id": "a-1", "tag": "ink", "is_user": True},
+    "importrun": {
+        "id": "i-1",
+        "status": "succeeded",
+        "roots": '["/loras"]',
+        "dry_run": False,
+        "progress": '{"files_done": 3}',
+        "summary": '{"new": 3}',
+        "error": None,
+        "created_at": T0,
+        "started_at": T0,
+        "finished_at": T0,
+    },
 }
 TABLE_ORDER = list(_VALUES)
 JSON_COLUMNS = {
@@ -133,6 +146,11 @@ JSON_COLUMNS = {
     "trigger_aliases",
     "trigger_embeddings",
     "trigger_metadata",
+    "roots",
+    "progress",
+    "summary",
+    "user_tags",
+    "sidecar_state",
 }
 
 
@@ -182,7 +200,14 @@ def normalise(column: str, value: Any) -> Any:
         return bytes(value)
     if isinstance(value, bool):
         return value
-    if column in {"active", "supports_generation", "is_favorite", "implicit_signal"}:
+    if column in {
+        "active",
+        "supports_generation",
+        "is_favorite",
+        "implicit_signal",
+        "is_user",
+        "dry_run",
+    }:
         return bool(value)
     if isinstance(value, str) and column.endswith(("_at", "_mtime", "last_computed")):
         return datetime.fromisoformat(value)
@@ -193,7 +218,7 @@ def assert_rows_kept(connection: Connection, inserted: dict[str, dict[str, Any]]
     """Every value inserted earlier reads back the same (columns dropped since excepted)."""
     inspector = inspect(connection)
     for table, row in inserted.items():
-        key = "adapter_id" if table == "loraembedding" else "id"
+        key = "adapter_id" if table in ("loraembedding", "adaptertag") else "id"
         found = read_row(connection, table, key, row[key])
         assert found is not None, f"row {row[key]} of {table} is gone"
         columns = {c["name"] for c in inspector.get_columns(table)}
