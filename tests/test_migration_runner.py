@@ -14,8 +14,8 @@ from sqlalchemy import create_engine, text
 
 from lora_manager.config import load_settings
 from lora_manager.errors import DatabaseUnreachableError, MigrationError, MigrationLockTimeoutError
+from lora_manager.locks import ADVISORY_LOCK_KEY
 from lora_manager.migrations import (
-    ADVISORY_LOCK_KEY,
     MigrationRunner,
     alembic_config,
     script_directory,

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from functools import wraps
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -180,6 +181,84 @@ def health(
     except (urllib.error.URLError, OSError) as exc:
         say(f"not ready: {getattr(exc, 'reason', exc)}")
     raise typer.Exit(1)
+
+
+@app.command("import")
+@friendly_errors
+def import_library(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Folders to import (default: LORA_ROOTS)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; change nothing")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="Hashing threads (default: one per core)")
+    ] = None,
+) -> None:
+    """Import model files and their sidecars into the catalog; rescans are incremental."""
+    from rich.console import Console
+
+    from lora_manager.db import make_engine, make_session_factory
+    from lora_manager.ingest.progress import RichImportProgress
+    from lora_manager.ingest.service import Importer
+
+    settings = _settings(import_workers=workers)
+    runner = _runner(settings)
+    runner.wait()
+    if settings.migrate_on_startup:
+        runner.upgrade()
+    else:
+        runner.require_head()
+    roots = list(paths or settings.lora_roots)
+    engine = make_engine(settings)
+    try:
+        with RichImportProgress(Console(stderr=True)) as progress:
+            summary = Importer(
+                settings,
+                make_session_factory(engine),
+                progress=progress,
+                echo=say,
+                dry_run=dry_run,
+            ).run(roots)
+    finally:
+        engine.dispose()
+    if as_json:
+        print(json.dumps(summary.to_dict(), default=str))
+    else:
+        _print_import_summary(summary)
+
+
+def _print_import_summary(summary: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    title = "Import (dry run: nothing was changed)" if summary.dry_run else "Import"
+    table = Table("new", "updated", "unchanged", "moved", "missing", "failed", title=title)
+    table.add_row(
+        *(
+            str(getattr(summary, k))
+            for k in ("new", "updated", "unchanged", "moved", "missing", "failed")
+        )
+    )
+    console.print(table)
+    rate = summary.files / summary.seconds if summary.seconds else 0.0
+    console.print(
+        f"{summary.files} files in {summary.seconds:.1f}s ({rate:.0f} files/s), "
+        f"{summary.bytes_hashed / 1e6:.1f} MB hashed"
+    )
+    if summary.dry_run and summary.changes:
+        changes = Table("would be", "path", "detail", title="Changes")
+        for change in summary.changes[:200]:
+            changes.add_row(change["change"], change["path"], change.get("detail", ""))
+        console.print(changes)
+    if summary.failures:
+        failures = Table("path", "reason", title="Failed")
+        for failure in summary.failures[:200]:
+            failures.add_row(failure["path"], failure["reason"])
+        console.print(failures)
 
 
 # -- db ----------------------------------------------------------------------------------

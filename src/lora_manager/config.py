@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/lora-manager.db"
 ENV_FILE_VARIABLE = "LORA_MANAGER_ENV_FILE"
@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     sqlite_backup_keep: int = Field(
         3, ge=0, description="Online backups kept next to a SQLite database; 0 = no backup"
     )
+    lora_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Library folders (separated by ':' or ','); imports and paths stay inside",
+    )
+    import_ignore: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [".*", "@eaDir", "__pycache__", "*.tmp", "*.part"],
+        description="Glob patterns of file and folder names the importer skips (',' separated)",
+    )
+    import_workers: int = Field(0, ge=0, description="Hashing threads; 0 = one per core")
     schema_check_interval: float = Field(
         2.0, ge=0, description="Seconds the API trusts its last 'schema at head' answer"
     )
@@ -58,6 +67,26 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+    @field_validator("lora_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = value.replace(",", os.pathsep).split(os.pathsep)
+            return [Path(part).expanduser() for part in parts if part.strip()]
+        return value
+
+    @field_validator("import_ignore", mode="before")
+    @classmethod
+    def _split_patterns(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def resolved_roots(self) -> list[Path]:
+        """Library roots as absolute real paths (what confinement checks compare against)."""
+        return [Path(os.path.realpath(root)) for root in self.lora_roots]
 
     @property
     def is_sqlite(self) -> bool:
@@ -79,7 +108,7 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment and the env file named by LORA_MANAGER_ENV_FILE."""
     env_file = os.environ.get(ENV_FILE_VARIABLE, ".env")
-    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=env_file, **overrides)
 
 
 @lru_cache(maxsize=1)

@@ -27,8 +27,13 @@ class DatabaseUnreachableError(LoraManagerError):
     exit_code = ExitCode.DATABASE_UNREACHABLE
 
 
-class MigrationLockTimeoutError(LoraManagerError):
+class LockTimeoutError(LoraManagerError):
+    """Another process held a migration or import lock past the deadline."""
+
     exit_code = ExitCode.MIGRATION_LOCK_TIMEOUT
+
+
+MigrationLockTimeoutError = LockTimeoutError
 
 
 class MigrationError(LoraManagerError):

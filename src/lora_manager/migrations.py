@@ -34,8 +34,6 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
-from filelock import FileLock
-from filelock import Timeout as FileLockTimeout
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -44,9 +42,9 @@ from lora_manager.db import database_target, make_engine, short_error, wait_for_
 from lora_manager.errors import (
     CheckFailedError,
     MigrationError,
-    MigrationLockTimeoutError,
     SchemaNotAtHeadError,
 )
+from lora_manager.locks import PostgresAdvisoryLock, SqliteFileLock
 from lora_manager.migration_log import (
     StepRecord,
     applied_checksums,
@@ -60,9 +58,6 @@ from lora_manager.models import Base, utcnow
 
 log = logging.getLogger(__name__)
 
-# "LORA" as a 32-bit number: pg_locks shows it as objid with classid 0.
-ADVISORY_LOCK_KEY = 0x4C4F5241
-_LOCK_POLL_INTERVAL = 0.2
 _LOCK_NOT_AVAILABLE = "55P03"
 RELATIVE_REVISION = re.compile(r"[+-]\d+")
 _PACKAGED_SCRIPTS = Path(__file__).resolve().parent / "_alembic"
@@ -171,106 +166,6 @@ class MigrationOutcome:
         return asdict(self)
 
 
-class PostgresMigrationLock:
-    """A session-level advisory lock on its own autocommit connection, polled to a deadline.
-
-    Polling `pg_try_advisory_lock` (rather than blocking in `pg_advisory_lock`) lets us give
-    up with a clear message, and keeps the lock outside the migrations' transactions.
-    """
-
-    def __init__(self, engine: Engine, timeout: float, echo: Echo) -> None:
-        self.engine = engine
-        self.timeout = timeout
-        self.echo = echo
-        self.connection: Connection | None = None
-        self.waited = 0.0
-
-    def __enter__(self) -> PostgresMigrationLock:
-        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        started = time.monotonic()
-        deadline = started + self.timeout
-        announced = False
-        try:
-            while True:
-                got = connection.execute(
-                    text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
-                ).scalar()
-                if got:
-                    self.connection = connection
-                    self.waited = time.monotonic() - started
-                    return self
-                if time.monotonic() >= deadline:
-                    raise MigrationLockTimeoutError(
-                        f"gave up waiting {self.timeout:g}s for the migration lock "
-                        f"(MIGRATION_LOCK_TIMEOUT): held by {self.holder(connection)}"
-                    )
-                if not announced:
-                    self.echo(f"waiting for the migration lock, held by {self.holder(connection)}")
-                    announced = True
-                time.sleep(_LOCK_POLL_INTERVAL)
-        except BaseException:
-            connection.close()
-            raise
-
-    @staticmethod
-    def holder(connection: Connection) -> str:
-        row = connection.execute(
-            text(
-                "SELECT a.pid, a.application_name, a.client_addr, a.backend_start "
-                "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 "
-                "AND l.objid = :key AND l.objsubid = 1"
-            ),
-            {"key": ADVISORY_LOCK_KEY},
-        ).first()
-        if row is None:
-            return "a process that has just released it"
-        who = row.application_name or "unknown application"
-        where = f" from {row.client_addr}" if row.client_addr else ""
-        since = row.backend_start.strftime("%Y-%m-%d %H:%M:%S") if row.backend_start else "?"
-        return f"backend pid {row.pid} ({who}{where}, connected since {since})"
-
-    def __exit__(self, *exc: object) -> None:
-        if self.connection is None:
-            return
-        with contextlib.suppress(SQLAlchemyError):
-            self.connection.execute(
-                text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY}
-            )
-        self.connection.close()
-        self.connection = None
-
-
-class SqliteMigrationLock:
-    """A file lock beside the database file; one migrator per file."""
-
-    def __init__(self, database: Path, timeout: float, echo: Echo) -> None:
-        self.path = database.with_name(database.name + ".migrate.lock")
-        self.lock = FileLock(str(self.path))
-        self.timeout = timeout
-        self.echo = echo
-        self.waited = 0.0
-
-    def __enter__(self) -> SqliteMigrationLock:
-        started = time.monotonic()
-        try:
-            self.lock.acquire(timeout=0)
-        except FileLockTimeout:
-            self.echo(f"waiting for the migration lock {self.path} (another process migrates)")
-            try:
-                self.lock.acquire(timeout=self.timeout)
-            except FileLockTimeout:
-                raise MigrationLockTimeoutError(
-                    f"gave up waiting {self.timeout:g}s for the migration lock {self.path} "
-                    "(MIGRATION_LOCK_TIMEOUT): another process is migrating this database"
-                ) from None
-        self.waited = time.monotonic() - started
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.lock.release()
-
-
 def backup_sqlite(database: Path, label: str, keep: int) -> Path | None:
     """Online backup of a non-empty SQLite database next to it; keeps the newest `keep`."""
     if keep <= 0 or not database.is_file() or database.stat().st_size == 0:
@@ -337,13 +232,13 @@ class MigrationRunner:
         finally:
             engine.dispose()
 
-    def _lock(self, engine: Engine) -> PostgresMigrationLock | SqliteMigrationLock | None:
+    def _lock(self, engine: Engine) -> PostgresAdvisoryLock | SqliteFileLock | None:
         timeout = self.settings.migration_lock_timeout
         if engine.dialect.name == "postgresql":
-            return PostgresMigrationLock(engine, timeout, self.echo)
+            return PostgresAdvisoryLock(engine, timeout, self.echo)
         path = self.settings.sqlite_path
         if path is not None:
-            return SqliteMigrationLock(path, timeout, self.echo)
+            return SqliteFileLock(path, timeout, self.echo)
         return None
 
     def _prepare_session(self, connection: Connection) -> None:

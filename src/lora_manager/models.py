@@ -141,6 +141,10 @@ class Adapter(Base):
     missing_since: Mapped[datetime | None] = mapped_column(DateTime)
     search_text: Mapped[str | None] = mapped_column(Text)
 
+    @property
+    def has_preview(self) -> bool:
+        return self.preview_path is not None
+
 
 class AdapterTag(Base):
     """One tag of one adapter (metadata or the user's), for indexed tag filters and counts."""

@@ -1,5 +1,6 @@
-"""add_adapter_search_index: fast word-prefix search over name, description, tags, triggers
-and author, kept in `adapter.search_text`.
+"""add_adapter_search_index: word-prefix search over the catalog's text.
+
+The text is `adapter.search_text`: name, description, tags, triggers and author.
 
 SQLite: an FTS5 table `adapter_fts` (adapter_id, body) that the catalog's repository keeps in
 step with `search_text`. PostgreSQL: a GIN index on `to_tsvector('simple', search_text)`.

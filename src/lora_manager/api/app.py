@@ -16,6 +16,7 @@ from lora_manager.api.schema_gate import SchemaGate
 from lora_manager.catalog.routes import router as catalog_router
 from lora_manager.config import Settings, get_settings
 from lora_manager.db import make_engine, make_session_factory
+from lora_manager.ingest.routes import router as imports_router
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ def create_app(
 
     install_error_handlers(app)
     app.include_router(health_router)
-    app.include_router(catalog_router, prefix="/v1", dependencies=[Depends(require_api_key)])
+    protected = [Depends(require_api_key)]
+    app.include_router(catalog_router, prefix="/v1", dependencies=protected)
+    app.include_router(imports_router, prefix="/v1", dependencies=protected)
     return app
 
 

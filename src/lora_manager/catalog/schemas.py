@@ -3,26 +3,67 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class AdapterOut(BaseModel):
+    """One adapter as the catalog shows it."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: str
     name: str
     version: str | None
-    tags: list[str] | None
     file_path: str
+    file_format: str | None
+    file_size: int | None
+    sha256: str | None
+    autov2: str | None
+    tensor_sha256: str | None
+    declared_sha256: str | None = Field(
+        None, description="The SHA-256 a sidecar claimed, kept when it disagrees with the file"
+    )
+    description: str | None
+    author_username: str | None
+    base_model: str | None
+    sd_version: str | None
+    tags: list[str] | None
+    user_tags: list[str] | None
+    trained_words: list[str] | None
+    triggers: list[str] | None
+    activation_text: str | None
+    preferred_weight: float | None
+    nsfw_level: int
+    stats: dict[str, Any] | None
+    download_count: int | None
+    published_at: datetime | None
+    primary_file_name: str | None
+    primary_file_size_kb: int | None
+    primary_file_download_url: str | None
+    has_preview: bool
     weight: float
     active: bool
     ordinal: int | None
-    description: str | None
-    sd_version: str | None
-    nsfw_level: int
+    is_favorite: bool
+    favorite_updated_at: datetime | None
+    rating: int | None
+    rating_updated_at: datetime | None
+    notes: str | None
+    ingest_status: str
+    ingest_error: str | None
+    missing_since: datetime | None
+    last_ingested_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+class AdapterDetail(AdapterOut):
+    """One adapter with the raw sidecar and header data it was built from."""
+
+    extra: dict[str, Any] | None
 
 
 class AdapterPage(BaseModel):
@@ -30,3 +71,108 @@ class AdapterPage(BaseModel):
     limit: int
     offset: int
     items: list[AdapterOut]
+
+
+class SortKey(StrEnum):
+    name = "name"
+    created = "created"
+    updated = "updated"
+    published = "published"
+    size = "size"
+    downloads = "downloads"
+    rating = "rating"
+    ordinal = "ordinal"
+
+
+class AdapterPatch(BaseModel):
+    """The fields a user owns; metadata comes from the files and their sidecars."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"weight": 0.7, "notes": "great for ink", "rating": 5}]},
+    )
+
+    active: bool | None = None
+    weight: float | None = Field(None, ge=-5, le=5)
+    ordinal: int | None = Field(None, ge=0)
+    is_favorite: bool | None = None
+    rating: int | None = Field(None, ge=1, le=5)
+    notes: str | None = Field(None, max_length=20000)
+    user_tags: list[str] | None = Field(None, max_length=200)
+
+
+class RatingIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"rating": 4}, {"rating": None}]})
+
+    rating: int | None = Field(..., ge=1, le=5, description="1 to 5, or null to clear")
+
+
+class FavoriteIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"favorite": True}]})
+
+    favorite: bool
+
+
+class ActivateIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ordinal": 1, "weight": 0.8}]})
+
+    ordinal: int | None = Field(
+        None, ge=0, description="Position in composed prompts; default last"
+    )
+    weight: float | None = Field(None, ge=-5, le=5)
+
+
+class BulkAction(StrEnum):
+    activate = "activate"
+    deactivate = "deactivate"
+    favorite = "favorite"
+    unfavorite = "unfavorite"
+    tag = "tag"
+    untag = "untag"
+    delete = "delete"
+
+
+class BulkIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"ids": ["0b6e…"], "action": "tag", "tags": ["ink", "style"]}]
+        }
+    )
+
+    ids: list[str] = Field(..., min_length=1, max_length=1000)
+    action: BulkAction
+    tags: list[str] = Field(default_factory=list, description="For tag and untag")
+
+
+class BulkOut(BaseModel):
+    action: BulkAction
+    matched: int
+    changed: int
+    not_found: list[str]
+
+
+class RegisterIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"path": "/loras/style/ink-wash.safetensors"}]}
+    )
+
+    path: str = Field(..., description="A model file under one of the library roots")
+
+
+class TagCount(BaseModel):
+    tag: str
+    count: int
+
+
+class BaseModelCount(BaseModel):
+    base_model: str
+    count: int
+
+
+class DuplicateGroup(BaseModel):
+    sha256: str
+    adapters: list[AdapterOut]
+
+
+class Status(BaseModel):
+    status: Literal["ok"] = "ok"

@@ -1,0 +1,1 @@
+"""The importer's pure readers: safetensors headers, file hashes and sidecar metadata."""

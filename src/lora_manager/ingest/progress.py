@@ -1,0 +1,88 @@
+"""Progress of an import: Rich bars in a terminal, throttled rows for API-started imports."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+
+class RichImportProgress:
+    """Two bars: files processed (count, ETA) and bytes hashed (size, rate, ETA)."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description:<7}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        self.files: TaskID | None = None
+        self.bytes: TaskID | None = None
+
+    def __enter__(self) -> RichImportProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def scanned(self, files: int, total_bytes: int, hash_bytes: int) -> None:
+        self.files = self.progress.add_task("files", total=files)
+        self.bytes = self.progress.add_task("hashing", total=max(hash_bytes, 1))
+
+    def hashed(self, nbytes: int) -> None:
+        if self.bytes is not None:
+            self.progress.advance(self.bytes, nbytes)  # Rich's progress is thread-safe
+
+    def processed(self, files: int) -> None:
+        if self.files is not None:
+            self.progress.advance(self.files, files)
+
+
+class RecordingProgress:
+    """Counts progress and hands a snapshot to `save` at most every `interval` seconds."""
+
+    def __init__(self, save: Callable[[dict[str, Any]], None], interval: float = 0.5) -> None:
+        self.save = save
+        self.interval = interval
+        self.state = {"files_total": 0, "files_done": 0, "bytes_total": 0, "bytes_hashed": 0}
+        self._lock = threading.Lock()
+        self._last = 0.0
+
+    def _maybe_save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.interval:
+            self._last = now
+            self.save(dict(self.state))
+
+    def scanned(self, files: int, total_bytes: int, hash_bytes: int) -> None:
+        with self._lock:
+            self.state.update(files_total=files, bytes_total=hash_bytes)
+        self._maybe_save(force=True)
+
+    def hashed(self, nbytes: int) -> None:
+        with self._lock:
+            self.state["bytes_hashed"] += nbytes
+
+    def processed(self, files: int) -> None:
+        with self._lock:
+            self.state["files_done"] += files
+        self._maybe_save()

@@ -1,0 +1,159 @@
+"""Walk library roots: find model files and what sits next to them, reading no file contents.
+
+Symlinks are followed once: a symlinked folder is walked unless its real folder was already
+walked (which also ends loops), and a model reached by several paths is listed once, by its
+real path. Broken links, link loops and model names that are not regular files are reported
+as problems with a reason, and the walk goes on.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HASHED_FORMATS = {".safetensors": "safetensors"}
+# Listed in the catalog but never opened: pickles may run code when loaded.
+LISTED_FORMATS = {".pt": "pt", ".ckpt": "ckpt", ".bin": "bin"}
+MODEL_FORMATS = {**HASHED_FORMATS, **LISTED_FORMATS}
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    """One model file as the walk found it."""
+
+    path: Path  # as reached under its root (may run through a symlink)
+    real_path: str
+    root: str  # the real path of the root it was found under
+    size: int
+    mtime_ns: int
+    file_format: str
+    # Every regular file in the same folder: name → (size, mtime_ns), for sidecars.
+    neighbours: dict[str, tuple[int, int]] = field(repr=False, compare=False)
+
+    @property
+    def hashed(self) -> bool:
+        return self.file_format in HASHED_FORMATS.values()
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    path: str
+    reason: str
+
+
+@dataclass
+class ScanResult:
+    files: list[ScannedFile] = field(default_factory=list)
+    problems: list[ScanProblem] = field(default_factory=list)
+    folders: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def model_format(name: str) -> str | None:
+    return MODEL_FORMATS.get(os.path.splitext(name)[1].lower())
+
+
+def _ignored(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+
+
+def _link_problem(path: str, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.ENOENT:
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return f"broken symlink (points to {target})"
+    return f"unreadable: {exc.strerror or exc}"
+
+
+def scan(
+    roots: Sequence[Path],
+    *,
+    ignore: Sequence[str] = (),
+    on_folder: Callable[[int], None] | None = None,
+) -> ScanResult:
+    """Walk `roots` (real, existing folders) and list every model file once."""
+    result = ScanResult()
+    seen_files: set[str] = set()
+    seen_folders: set[tuple[int, int]] = set()
+    for root in roots:
+        real_root = os.path.realpath(root)
+        stack = [str(root)]
+        while stack:
+            folder = stack.pop()
+            try:
+                info = os.stat(folder)
+            except OSError as exc:
+                result.problems.append(ScanProblem(folder, _link_problem(folder, exc)))
+                continue
+            if (info.st_dev, info.st_ino) in seen_folders:
+                continue  # a link back to a folder already walked: a loop or a second path
+            seen_folders.add((info.st_dev, info.st_ino))
+            result.folders += 1
+            if on_folder is not None:
+                on_folder(result.folders)
+            _scan_folder(folder, real_root, ignore, stack, seen_files, result)
+    return result
+
+
+def _scan_folder(
+    folder: str,
+    real_root: str,
+    ignore: Sequence[str],
+    stack: list[str],
+    seen_files: set[str],
+    result: ScanResult,
+) -> None:
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        result.problems.append(ScanProblem(folder, f"unreadable folder: {exc.strerror or exc}"))
+        return
+    neighbours: dict[str, tuple[int, int]] = {}
+    models: list[tuple[os.DirEntry[str], os.stat_result, str]] = []
+    for entry in entries:
+        if _ignored(entry.name, ignore):
+            continue
+        fmt = model_format(entry.name)
+        try:
+            info = entry.stat()  # follows symlinks
+        except OSError as exc:
+            if fmt is not None or entry.is_symlink():
+                result.problems.append(ScanProblem(entry.path, _link_problem(entry.path, exc)))
+            continue
+        if os.path.isdir(entry.path) if entry.is_symlink() else entry.is_dir():
+            if fmt is not None:
+                result.problems.append(
+                    ScanProblem(entry.path, "not a regular file (a folder with a model's name)")
+                )
+            stack.append(entry.path)
+            continue
+        neighbours[entry.name] = (info.st_size, info.st_mtime_ns)
+        if fmt is not None:
+            models.append((entry, info, fmt))
+    for entry, info, fmt in sorted(models, key=lambda item: item[0].name):
+        real_path = os.path.realpath(entry.path)
+        if real_path in seen_files:
+            continue
+        seen_files.add(real_path)
+        result.files.append(
+            ScannedFile(
+                path=Path(entry.path),
+                real_path=real_path,
+                root=real_root,
+                size=info.st_size,
+                mtime_ns=info.st_mtime_ns,
+                file_format=fmt,
+                neighbours=neighbours,
+            )
+        )

@@ -1,0 +1,41 @@
+"""Pydantic shapes of the imports API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ImportIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"paths": ["/loras/sdxl"], "dry_run": False}, {}]},
+    )
+
+    paths: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Folders under the library roots; empty means every root (LORA_ROOTS)",
+    )
+    dry_run: bool = Field(False, description="Report what would change; change nothing")
+
+
+class ImportOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    status: str = Field(description="pending, running, succeeded or failed")
+    roots: list[str]
+    dry_run: bool
+    progress: dict[str, Any] | None = Field(
+        None, description="files_total, files_done, bytes_total, bytes_hashed"
+    )
+    summary: dict[str, Any] | None = Field(
+        None, description="new, updated, unchanged, moved, missing, failed, failures, …"
+    )
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

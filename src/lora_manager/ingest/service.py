@@ -1,0 +1,544 @@
+"""Import a library into the catalog, and rescan it incrementally.
+
+The rules, in the order they apply to each model file:
+
+* A file whose size, mtime and sidecars (names, sizes, mtimes) are as recorded is unchanged:
+  nothing of it is read. A rescan of an unchanged library reads no file contents.
+* Only sidecars changed: they are re-read and merged with the header data stored at the last
+  import; the model file is not opened.
+* The file itself changed: it is hashed again and its header re-read.
+* A path not in the catalog is hashed. If an adapter with that SHA-256 has lost its file, the
+  file moved or was renamed: the adapter follows it, with everything the user set. Otherwise
+  it is a new adapter.
+* An adapter under the scanned roots whose file is gone is marked missing, never deleted.
+* The user's fields (active, weight, ordinal, favourite, rating, notes, user tags) are never
+  written by an import, and metadata is never replaced by empty or missing data.
+* A broken file is recorded with its reason and the import goes on. One import runs at a time
+  per database (a lock); a second one waits, then finds the work done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from lora_manager.catalog import repository
+from lora_manager.config import Settings
+from lora_manager.errors import LoraManagerError
+from lora_manager.ingest.hashing import autov2, hash_files, normalise_hash
+from lora_manager.ingest.safetensors import (
+    HeaderInfo,
+    SafetensorsError,
+    describe_header,
+    read_header,
+)
+from lora_manager.ingest.scanner import ScannedFile, model_format, scan
+from lora_manager.ingest.sidecars import (
+    AdapterMetadata,
+    SidecarFiles,
+    find_sidecars,
+    merge_metadata,
+    read_sidecars,
+)
+from lora_manager.locks import PostgresAdvisoryLock, SqliteFileLock
+from lora_manager.models import Adapter, utcnow
+from lora_manager.paths import inside, real, root_of
+
+log = logging.getLogger(__name__)
+
+IMPORT_LOCK_KEY = 0x4C4F5242  # next to the migration lock's "LORA"
+_BATCH = 300
+_IMPORT_LOCK_TIMEOUT = 3600.0
+
+
+class ImportError_(LoraManagerError):
+    """An import that cannot start: no roots, or a root that is not a folder."""
+
+
+class PathOutsideRootsError(LoraManagerError):
+    """A path given to register lies outside every library root."""
+
+
+class ImportProgress(Protocol):
+    """What an import reports while it runs (the CLI draws bars, the API stores it)."""
+
+    def scanned(self, files: int, total_bytes: int, hash_bytes: int) -> None: ...
+    def hashed(self, nbytes: int) -> None: ...
+    def processed(self, files: int) -> None: ...
+
+
+class NoProgress:
+    def scanned(self, files: int, total_bytes: int, hash_bytes: int) -> None:
+        pass
+
+    def hashed(self, nbytes: int) -> None:
+        pass
+
+    def processed(self, files: int) -> None:
+        pass
+
+
+@dataclass
+class ImportSummary:
+    """The outcome of one import, as the summary table and --json show it."""
+
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    missing: int = 0
+    failed: int = 0
+    files: int = 0
+    bytes_hashed: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    failures: list[dict[str, str]] = field(default_factory=list)
+    changes: list[dict[str, str]] = field(default_factory=list)
+
+    def record(self, kind: str, path: str, detail: str = "") -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        if kind == "failed":
+            self.failures.append({"path": path, "reason": detail})
+        elif kind != "unchanged" and len(self.changes) < 10_000:
+            self.changes.append(
+                {"change": kind, "path": path, **({"detail": detail} if detail else {})}
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FileFacts:
+    """What one import learned about one file."""
+
+    scanned: ScannedFile
+    sha256: str | None = None
+    header: HeaderInfo | None = None
+    header_error: str | None = None
+    sidecars: SidecarFiles | None = None
+    metadata: AdapterMetadata | None = None
+    sidecar_errors: dict[str, str] = field(default_factory=dict)
+    file_changed: bool = True
+    unreadable: str | None = None
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def sidecar_state(files: SidecarFiles, scanned: ScannedFile) -> dict[str, list[int]]:
+    """Name → [size, mtime_ns] of every sidecar present: what a rescan compares."""
+    state: dict[str, list[int]] = {}
+    for path in files.paths():
+        known = scanned.neighbours.get(path.name)
+        if known is not None:
+            state[path.name] = [known[0], known[1]]
+    return state
+
+
+def _version_suffix(facts: FileFacts) -> str:
+    basis = facts.sha256 or hashlib.sha256(facts.scanned.real_path.encode()).hexdigest()
+    return basis[:8]
+
+
+class Importer:
+    """Runs imports against one database; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        *,
+        progress: ImportProgress | None = None,
+        echo: Callable[[str], None] | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.progress = progress or NoProgress()
+        self.echo = echo or log.info
+        self.dry_run = dry_run
+
+    # -- entry points ------------------------------------------------------------------
+
+    def run(self, roots: Sequence[Path]) -> ImportSummary:
+        started = time.monotonic()
+        folders = self._check_roots(roots)
+        summary = ImportSummary(dry_run=self.dry_run)
+        with self._lock():
+            result = scan(folders, ignore=self.settings.import_ignore)
+            for problem in result.problems:
+                summary.record("failed", problem.path, problem.reason)
+            self._sync(result.files, [str(f) for f in folders], summary)
+        summary.seconds = round(time.monotonic() - started, 3)
+        return summary
+
+    def register(self, path: Path) -> Adapter:
+        """Import one file under a library root; returns its adapter."""
+        roots = self.settings.resolved_roots
+        root = root_of(path, roots)
+        if root is None:
+            raise PathOutsideRootsError(f"{path} is outside the library roots (LORA_ROOTS)")
+        target = real(path)
+        fmt = model_format(target.name)
+        if fmt is None or not target.is_file():
+            raise FileNotFoundError(f"{path} is not a model file")
+        info = target.stat()
+        neighbours = {
+            entry.name: (entry.stat().st_size, entry.stat().st_mtime_ns)
+            for entry in target.parent.iterdir()
+            if entry.is_file()
+        }
+        scanned = ScannedFile(
+            path=Path(path),
+            real_path=str(target),
+            root=str(root),
+            size=info.st_size,
+            mtime_ns=info.st_mtime_ns,
+            file_format=fmt,
+            neighbours=neighbours,
+        )
+        summary = ImportSummary()
+        with self._lock():
+            self._sync([scanned], [], summary)
+        if summary.failed and not summary.new + summary.updated + summary.moved:
+            raise ImportError_(f"{path}: {summary.failures[0]['reason']}")
+        with self.session_factory() as session:
+            adapter = repository.adapter_by_real_path(session, str(target))
+            if adapter is None:
+                raise ImportError_(f"{path} could not be registered")
+            return adapter
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _check_roots(self, roots: Sequence[Path]) -> list[Path]:
+        if not roots:
+            raise ImportError_("nothing to import: give folders, or set LORA_ROOTS")
+        folders = []
+        for root in roots:
+            if not Path(root).is_dir():
+                raise ImportError_(f"{root} is not a folder")
+            folders.append(real(root))
+        return folders
+
+    def _lock(self) -> Any:
+        engine = self.session_factory.kw["bind"]
+        if engine.dialect.name == "postgresql":
+            return PostgresAdvisoryLock(
+                engine,
+                _IMPORT_LOCK_TIMEOUT,
+                self.echo,
+                key=IMPORT_LOCK_KEY,
+                what="the import lock",
+                setting="another import is running",
+            )
+        database = self.settings.sqlite_path
+        if database is None:
+            from contextlib import nullcontext
+
+            return nullcontext()
+        return SqliteFileLock(
+            database,
+            _IMPORT_LOCK_TIMEOUT,
+            self.echo,
+            suffix=".import.lock",
+            what="the import lock",
+            setting="another import is running",
+        )
+
+    def _sync(self, files: list[ScannedFile], roots: list[str], summary: ImportSummary) -> None:
+        summary.files += len(files)
+        with self.session_factory() as session:
+            known = {
+                row.real_path or os.path.realpath(row.file_path): row
+                for row in repository.ingest_state(session)
+            }
+            seen = {f.real_path for f in files}
+            unchanged, changed = [], []
+            for scanned in files:
+                facts = FileFacts(scanned)
+                facts.sidecars = find_sidecars(scanned.path, siblings=set(scanned.neighbours))
+                row = known.get(scanned.real_path)
+                same_file = (
+                    row is not None
+                    and row.file_size == scanned.size
+                    and row.file_mtime_ns == scanned.mtime_ns
+                    and row.ingest_status != "missing"
+                )
+                recorded = row.sidecar_state if row is not None else None
+                if same_file and (recorded or {}) == sidecar_state(facts.sidecars, scanned):
+                    unchanged.append(facts)
+                    continue
+                facts.file_changed = not same_file
+                changed.append(facts)
+            to_hash = [f for f in changed if f.file_changed and f.scanned.hashed]
+            self.progress.scanned(
+                len(files), sum(f.size for f in files), sum(f.scanned.size for f in to_hash)
+            )
+            for facts in unchanged:
+                summary.record("unchanged", str(facts.scanned.path))
+            self.progress.processed(len(unchanged))
+            self._hash(to_hash, summary)
+
+            gone = {
+                path: row
+                for path, row in known.items()
+                if path not in seen and (path_under(path, roots) or not os.path.exists(path))
+            }
+            moved_from: set[str] = set()
+            batch: list[Adapter] = []
+            for facts in changed:
+                adapter = self._apply(session, facts, known, gone, moved_from, summary)
+                if adapter is not None:
+                    batch.append(adapter)
+                self.progress.processed(1)
+                if len(batch) >= _BATCH:
+                    self._flush(session, batch)
+                    batch = []
+            self._flush(session, batch)
+            if roots:
+                lost = {
+                    path: row
+                    for path, row in gone.items()
+                    if path not in moved_from and path_under(path, roots)
+                }
+                summary.missing += repository.mark_missing(
+                    session, [row.id for row in lost.values()], now=utcnow()
+                )
+                summary.changes.extend(
+                    {"change": "missing", "path": path}
+                    for path, row in lost.items()
+                    if row.ingest_status != "missing"
+                )
+            if self.dry_run:
+                session.rollback()
+            else:
+                session.commit()
+
+    def _flush(self, session: Session, adapters: list[Adapter]) -> None:
+        if not adapters:
+            return
+        for adapter in adapters:
+            repository.replace_tags(session, adapter)
+        repository.refresh_search(session, adapters)
+        if not self.dry_run:
+            session.commit()
+
+    def _hash(self, todo: list[FileFacts], summary: ImportSummary) -> None:
+        by_path = {f.scanned.path: f for f in todo}
+        workers = self.settings.import_workers or None
+        for path, digest in hash_files(
+            list(by_path), workers=workers, progress=self.progress.hashed
+        ):
+            facts = by_path[path]
+            if isinstance(digest, OSError):
+                facts.unreadable = f"unreadable: {digest.strerror or digest}"
+            else:
+                facts.sha256 = digest
+                summary.bytes_hashed += facts.scanned.size
+
+    def _read(
+        self, facts: FileFacts, stored_header: dict[str, str] | None, known_sha256: str | None
+    ) -> None:
+        """The header (as stored when the file is unchanged, else from the file) and the
+        sidecars, merged."""
+        scanned = facts.scanned
+        if scanned.hashed:
+            if stored_header is not None:
+                facts.header = describe_header(stored_header)
+            else:
+                try:
+                    facts.header = describe_header(read_header(scanned.path).metadata)
+                except SafetensorsError as exc:
+                    facts.header_error = str(exc)
+                except OSError as exc:
+                    facts.header_error = f"unreadable: {exc.strerror or exc}"
+        assert facts.sidecars is not None
+        data = read_sidecars(facts.sidecars)
+        facts.sidecar_errors = dict(data.errors)
+        facts.metadata = merge_metadata(
+            facts.header,
+            data,
+            file_name=scanned.path.name,
+            file_sha256=facts.sha256 or known_sha256,
+        )
+
+    def _apply(
+        self,
+        session: Session,
+        facts: FileFacts,
+        known: dict[str, Any],
+        gone: dict[str, Any],
+        moved_from: set[str],
+        summary: ImportSummary,
+    ) -> Adapter | None:
+        scanned = facts.scanned
+        path = str(scanned.path)
+        if facts.unreadable:
+            summary.record("failed", path, facts.unreadable)
+            return None
+        row = known.get(scanned.real_path)
+        adapter: Adapter | None = None
+        kind = "new"
+        if row is not None:
+            adapter = session.get(Adapter, row.id)
+            kind = "updated"
+        elif facts.sha256:
+            adapter = self._moved_adapter(session, facts.sha256, gone, moved_from)
+            kind = "moved" if adapter is not None else "new"
+        stored = None
+        if adapter is not None and not facts.file_changed:
+            # Only sidecars changed: merge them with the header stored last time.
+            stored = (adapter.extra or {}).get("safetensors") or None
+        self._read(facts, stored, adapter.sha256 if adapter is not None else None)
+        assert facts.metadata is not None
+        creating = adapter is None
+        if adapter is None:
+            adapter = Adapter(name=facts.metadata.name or scanned.path.stem, file_path=path)
+            session.add(adapter)
+        if kind == "moved":
+            moved_from.add(adapter.real_path or "")
+        self._apply_file(adapter, facts)
+        self._apply_metadata(adapter, facts.metadata, creating=creating)
+        self._make_unique(session, adapter, facts)
+        problems = [facts.header_error] if facts.header_error else []
+        problems += [f"{name}: {reason}" for name, reason in sorted(facts.sidecar_errors.items())]
+        adapter.ingest_status = "error" if facts.header_error else "ok"
+        adapter.ingest_error = "; ".join(problems) or None
+        try:
+            with session.begin_nested():
+                session.flush()
+        except IntegrityError as exc:
+            summary.record("failed", path, f"could not be stored: {exc.orig}")
+            return None
+        if facts.header_error:
+            summary.record("failed", path, facts.header_error)
+        else:
+            summary.record(kind, path, "; ".join(problems))
+        return adapter
+
+    @staticmethod
+    def _moved_adapter(
+        session: Session, digest: str, gone: dict[str, Any], moved_from: set[str]
+    ) -> Adapter | None:
+        """The adapter whose file with this SHA-256 is gone: the file moved here."""
+        for path, row in gone.items():
+            if row.sha256 == digest and path not in moved_from:
+                return session.get(Adapter, row.id)
+        return None
+
+    @staticmethod
+    def _apply_file(adapter: Adapter, facts: FileFacts) -> None:
+        scanned = facts.scanned
+        now = utcnow()
+        adapter.file_path = str(scanned.path)
+        adapter.real_path = scanned.real_path
+        adapter.primary_file_local_path = str(scanned.path)
+        adapter.library_root = scanned.root
+        adapter.file_format = scanned.file_format
+        adapter.file_size = scanned.size
+        adapter.file_mtime_ns = scanned.mtime_ns
+        if facts.sha256:
+            adapter.sha256 = facts.sha256
+            adapter.autov2 = autov2(facts.sha256)
+            adapter.primary_file_sha256 = facts.sha256
+        assert facts.sidecars is not None
+        adapter.sidecar_state = sidecar_state(facts.sidecars, scanned)
+        main_json = facts.sidecars.civitai_info or facts.sidecars.json
+        if main_json is not None:
+            known = scanned.neighbours.get(main_json.name)
+            adapter.json_file_path = str(main_json)
+            if known is not None:
+                adapter.json_file_size = known[0]
+                adapter.json_file_mtime = datetime.fromtimestamp(known[1] / 1e9, UTC).replace(
+                    tzinfo=None
+                )
+        if facts.sidecars.preview is not None:
+            adapter.preview_path = str(facts.sidecars.preview)
+        adapter.missing_since = None
+        adapter.last_ingested_at = now
+        adapter.updated_at = now
+
+    @staticmethod
+    def _apply_metadata(adapter: Adapter, meta: AdapterMetadata, *, creating: bool) -> None:
+        """Copy merged metadata; empty values never replace what is there."""
+        fields: dict[str, Any] = {
+            "name": meta.name,
+            "version": meta.version_name,
+            "canonical_version_name": meta.version_name,
+            "description": meta.description,
+            "author_username": meta.author,
+            "base_model": meta.base_model,
+            "sd_version": meta.sd_version,
+            "tags": meta.tags,
+            "trained_words": meta.trained_words,
+            "triggers": meta.triggers,
+            "activation_text": meta.activation_text,
+            "preferred_weight": meta.preferred_weight,
+            "nsfw_level": meta.nsfw_level,
+            "stats": meta.stats,
+            "download_count": meta.download_count,
+            "published_at": meta.published_at,
+            "primary_file_name": meta.primary_file_name,
+            "primary_file_size_kb": meta.primary_file_size_kb,
+            "primary_file_download_url": meta.download_url,
+            "tensor_sha256": meta.tensor_sha256,
+            "supports_generation": meta.supports_generation,
+        }
+        for name, value in fields.items():
+            if not _empty(value):
+                setattr(adapter, name, value)
+        declared = normalise_hash(meta.declared_sha256) if meta.declared_sha256 else None
+        if declared and adapter.sha256:
+            adapter.declared_sha256 = declared if declared != adapter.sha256 else None
+        if meta.extra:
+            adapter.extra = {**(adapter.extra or {}), **meta.extra}
+        if creating:
+            adapter.weight = meta.preferred_weight if meta.preferred_weight else 1.0
+            adapter.active = False
+            adapter.is_favorite = bool(meta.favorite_hint)
+            adapter.notes = meta.notes or None
+            adapter.nsfw_level = adapter.nsfw_level or 0
+
+    @staticmethod
+    def _make_unique(session: Session, adapter: Adapter, facts: FileFacts) -> None:
+        """(name, version) is unique: a collision gets a suffix derived from the file."""
+        with session.no_autoflush:
+            taken = repository.name_version_taken(
+                session, adapter.name, adapter.version, adapter.id
+            )
+        if taken:
+            adapter.version = f"{adapter.version} [{_version_suffix(facts)}]"
+
+
+def path_under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def register_file(session: Session, settings: Settings, path: str) -> Adapter:
+    """POST /adapters: import one file, confined to the library roots."""
+    from lora_manager.api.errors import ApiError, NotFoundError
+
+    if not settings.lora_roots:
+        raise ApiError("no library roots are configured (LORA_ROOTS)", 409)
+    if not inside(path, settings.resolved_roots):
+        raise ApiError(f"{path} is outside the library roots", 403)
+    factory = sessionmaker(bind=session.get_bind(), expire_on_commit=False)
+    try:
+        adapter = Importer(settings, factory).register(Path(path))
+    except FileNotFoundError as exc:
+        raise NotFoundError(str(exc)) from None
+    except ImportError_ as exc:
+        raise ApiError(str(exc), 422) from None
+    return session.merge(adapter)
