@@ -196,8 +196,14 @@ def import_library(
     workers: Annotated[
         int | None, typer.Option(help="Hashing threads (default: one per core)")
     ] = None,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="Also skip names matching this glob (repeatable; IMPORT_IGNORE)"),
+    ] = None,
 ) -> None:
-    """Import model files and their sidecars into the catalog; rescans are incremental."""
+    """Import model files and their sidecars into the catalog; rescans are incremental.
+
+    Exit 0 when the import ran (broken files are listed in the summary, not fatal)."""
     from rich.console import Console
 
     from lora_manager.db import make_engine, make_session_factory
@@ -205,6 +211,8 @@ def import_library(
     from lora_manager.ingest.service import Importer
 
     settings = _settings(import_workers=workers)
+    if ignore:
+        settings.import_ignore = [*settings.import_ignore, *ignore]
     runner = _runner(settings)
     runner.wait()
     if settings.migrate_on_startup:
