@@ -21,6 +21,7 @@ import logging
 import re
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import SAWarning, SQLAlchemyError
 
 from lora_manager.config import Settings
 from lora_manager.db import database_target, make_engine, short_error, wait_for_database
@@ -46,6 +47,7 @@ from lora_manager.errors import (
 )
 from lora_manager.locks import PostgresAdvisoryLock, SqliteFileLock
 from lora_manager.migration_log import (
+    EXPRESSION_INDEX_WARNING,
     StepRecord,
     applied_checksums,
     ensure_log_table,
@@ -472,7 +474,10 @@ class MigrationRunner:
         context = MigrationContext.configure(
             connection, opts={"compare_type": True, "include_object": include_object}
         )
-        return list(compare_metadata(context, Base.metadata))
+        with warnings.catch_warnings():
+            # SQLite cannot reflect expression indexes; ours are left out of the comparison.
+            warnings.filterwarnings("ignore", EXPRESSION_INDEX_WARNING, SAWarning)
+            return list(compare_metadata(context, Base.metadata))
 
     @staticmethod
     def _applied_scripts(current: tuple[str, ...]) -> list[Script]:

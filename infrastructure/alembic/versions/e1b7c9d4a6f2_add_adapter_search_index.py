@@ -1,10 +1,12 @@
-"""add_adapter_search_index: word-prefix search over the catalog's text.
+"""add_adapter_search_index: word-prefix search over the catalog's text, and name order.
 
-The text is `adapter.search_text`: name, description, tags, triggers and author.
+The text is `adapter.search_text`: name, description, tags, triggers and author. The catalog
+lists adapters by `lower(name)` by default; `ix_adapter_lower_name` serves that order.
 
 SQLite: an FTS5 table `adapter_fts` (adapter_id, body) that the catalog's repository keeps in
 step with `search_text`. PostgreSQL: a GIN index on `to_tsvector('simple', search_text)`.
-Neither is a model table or a model index, so `db check` leaves them out of its comparison.
+None of these is a model table or a plain column index, so `db check` leaves them out of its
+comparison (SQLite does not reflect expression indexes).
 
 Revision ID: e1b7c9d4a6f2
 Revises: d8f3a2b6c1e4
@@ -22,6 +24,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.execute("CREATE INDEX ix_adapter_lower_name ON adapter (lower(name), id)")
     if op.get_context().dialect.name == "sqlite":
         op.execute(
             "CREATE VIRTUAL TABLE adapter_fts USING fts5("
@@ -43,3 +46,4 @@ def downgrade() -> None:
         op.execute("DROP TABLE adapter_fts")
     else:
         op.execute("DROP INDEX ix_adapter_search_tsv")
+    op.execute("DROP INDEX ix_adapter_lower_name")

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
-    Select,
     String,
     and_,
     bindparam,
@@ -21,6 +20,7 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.orm import Session
@@ -42,6 +42,9 @@ SORT_COLUMNS: dict[str, Any] = {
     "rating": Adapter.rating,
     "ordinal": Adapter.ordinal,
 }
+
+
+NULLABLE_SORTS = {"published", "size", "downloads", "rating", "ordinal"}
 
 
 def normalise_tag(tag: str) -> str:
@@ -94,7 +97,7 @@ def _search_clause(session: Session, words: list[str]) -> Any:
     return vector.op("@@")(func.to_tsquery(literal_column("'simple'"), query))
 
 
-def _filtered(session: Session, filters: AdapterFilters) -> Select[Any]:
+def _conditions(session: Session, filters: AdapterFilters) -> list[Any]:
     conditions: list[Any] = []
     words = search_words(filters.q or "")
     if words:
@@ -113,9 +116,9 @@ def _filtered(session: Session, filters: AdapterFilters) -> Select[Any]:
     if filters.base_model:
         conditions.append(Adapter.base_model.in_(filters.base_model))
     if filters.active is not None:
-        conditions.append(Adapter.active.is_(filters.active))
+        conditions.append(Adapter.active == filters.active)
     if filters.favorite is not None:
-        conditions.append(Adapter.is_favorite.is_(filters.favorite))
+        conditions.append(Adapter.is_favorite == filters.favorite)
     if filters.rating_min is not None:
         conditions.append(Adapter.rating >= filters.rating_min)
     if filters.nsfw_max is not None:
@@ -128,7 +131,7 @@ def _filtered(session: Session, filters: AdapterFilters) -> Select[Any]:
         conditions.append(present if filters.has_preview else Adapter.preview_path.is_(None))
     if filters.ingest_status is not None:
         conditions.append(Adapter.ingest_status == filters.ingest_status)
-    return select(Adapter).where(and_(*conditions)) if conditions else select(Adapter)
+    return conditions
 
 
 def list_adapters(
@@ -141,12 +144,13 @@ def list_adapters(
     offset: int = 0,
 ) -> tuple[Sequence[Adapter], int]:
     """One page in a stable order (ties broken by id) and the total matching count."""
-    query = _filtered(session, filters)
-    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    where = and_(true(), *_conditions(session, filters))
+    total = session.scalar(select(func.count(Adapter.id)).where(where))
     column = SORT_COLUMNS[sort]
     ordered = desc(column) if descending else column
-    # Missing values sort last either way, so the first page shows real data.
-    page = query.order_by(column.is_(None), ordered, Adapter.id).limit(limit).offset(offset)
+    if sort in NULLABLE_SORTS:
+        ordered = ordered.nulls_last()  # missing values last either way: real data first
+    page = select(Adapter).where(where).order_by(ordered, Adapter.id).limit(limit).offset(offset)
     return session.scalars(page).all(), int(total or 0)
 
 

@@ -594,7 +594,7 @@ def html_to_text(text: str) -> str:
     text = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", "", text)
     text = re.sub(r"(?i)<\s*li\b[^>]*>", "\n- ", text)
     text = re.sub(r"(?i)<\s*br\s*/?\s*>", "\n", text)
-    text = re.sub(r"(?i)</\s*(li|tr)\s*>", "\n", text)
+    text = re.sub(r"(?i)</\s*tr\s*>", "\n", text)
     text = re.sub(r"(?i)</\s*(p|div|h[1-6]|ul|ol|table|blockquote|pre)\s*>", "\n\n", text)
     text = re.sub(r"<[^>]*>", "", text)
     text = html.unescape(text).replace("\xa0", " ")
