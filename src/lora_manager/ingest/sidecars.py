@@ -18,7 +18,8 @@ PRECEDENCE, the project's one rule for merging them:
    `<stem>.json` holds), except `description`, which there is Civitai's.
 2. Then Civitai data, in this order: `.civitai.info`; a model-version `<stem>.json`; the
    Civitai model JSON with its matching `modelVersions` entry (the one listing the file's
-   SHA-256, else the `.civitai.info` version id, else the first); the ComfyUI
+   SHA-256 as computed, else as another sidecar claims it, else the one with the
+   `.civitai.info` version id, else the first); the ComfyUI
    `.metadata.json` `civitai` block, then its own fields; Stability Matrix `.cm-info.json`.
 3. Then the safetensors header.
 
@@ -234,7 +235,12 @@ def read_sidecars(files: SidecarFiles) -> SidecarData:
 
 @dataclass
 class AdapterMetadata:
-    """One model's merged metadata; `extra` keeps every source's raw data."""
+    """One model's merged metadata.
+
+    `extra` keeps the raw data of every source that was read, so nothing is lost: keys
+    "civitai_info", "civitai_version", "civitai_model", "a1111", "comfyui",
+    "stability_matrix" and "safetensors" (the header's metadata strings).
+    """
 
     name: str
     version_name: str | None = None
@@ -397,7 +403,7 @@ def _from_version(
         "download_url": _text(chosen.get("downloadUrl")) or _text(version.get("downloadUrl")),
         "civitai_model_id": _int(version.get("modelId")),
         "civitai_version_id": _int(version.get("id")),
-        "preview_url": next((_text(image.get("url")) for image in images), None),
+        "preview_url": next((url for image in images if (url := _text(image.get("url")))), None),
         "model_type": _text(model.get("type")),
         "supports_generation": _bool(version.get("supportsGeneration")),
     }
@@ -528,11 +534,17 @@ def _declared_hashes(sidecars: SidecarData) -> list[str | None]:
 def _pick_version(
     versions: list[Any], hashes: list[str | None], version_id: int | None
 ) -> dict[str, Any]:
+    """The version listing one of `hashes` (earlier hashes first: the computed one leads),
+    else the one with `version_id`, else the first."""
     candidates = [version for version in versions if isinstance(version, dict)]
-    wanted = {normalise_hash(value) for value in hashes if value}
-    for version in candidates:
-        for entry in _list(version.get("files")):
-            if _sha256(_dict(_dict(entry).get("hashes")).get("SHA256")) in wanted:
+    listed = [
+        (version, _sha256(_dict(_dict(entry).get("hashes")).get("SHA256")))
+        for version in candidates
+        for entry in _list(version.get("files"))
+    ]
+    for wanted in (normalise_hash(value) for value in hashes if value):
+        for version, sha in listed:
+            if sha == wanted:
                 return version
     for version in candidates:
         if version_id is not None and _int(version.get("id")) == version_id:
