@@ -597,7 +597,7 @@ def test_empty_civitai_info_is_empty_not_an_error(tmp_path: Path) -> None:
     assert data.civitai_info == {}
     assert data.errors == {}
     merged = merge_metadata(None, data, file_name=model.name)
-    assert merged.name == "m"
+    assert merged.name == ""  # `{}` names nothing
     assert merged.extra == {"civitai_info": {}}
 
 
@@ -734,9 +734,9 @@ def test_empty_values_never_override() -> None:
     assert merged.sd_version == "SD2"  # derived from the base model, "Unknown" ignored
 
 
-def test_name_falls_back_to_header_then_stem() -> None:
+def test_name_falls_back_to_header_else_stays_empty() -> None:
     assert _merge(_header(title="From Header")).name == "From Header"
-    assert _merge(None).name == "ink-wash"
+    assert _merge(None).name == ""  # empty never renames; the importer names new ones
     assert _merge(None).primary_file_name == "ink-wash.safetensors"
 
 
@@ -920,7 +920,7 @@ def test_merge_never_raises_on_garbage_sidecars() -> None:
         stability_matrix={"Hashes": [], "TrainedWords": None, "Stats": "x"},
         a1111={"preferred weight": "heavy", "activation text": 3, "sd version": None},
     )
-    assert merged.name == "ink-wash"
+    assert merged.name == ""  # nothing named it: the importer falls back to the file stem
     assert merged.version_name == "5"
     assert merged.trained_words == ["a", "b"]
     assert merged.tags == ["t", "3", "a", "b"]

@@ -59,8 +59,12 @@ def ensure_sqlite_directory(settings: Settings) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _sqlite_pragmas(foreign_keys: bool) -> Callable[[Any, Any], None]:
+def _sqlite_pragmas(foreign_keys: bool, own_begin: bool) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if own_begin:
+            # pysqlite begins only before DML, so a SAVEPOINT would open a transaction and its
+            # RELEASE commit it: SQLAlchemy emits BEGIN IMMEDIATE itself instead.
+            dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -70,14 +74,23 @@ def _sqlite_pragmas(foreign_keys: bool) -> Callable[[Any, Any], None]:
     return on_connect
 
 
+def _sqlite_begin_immediate(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def make_engine(
     settings: Settings,
     *,
     pooled: bool = True,
     connect_timeout: float | None = None,
     foreign_keys: bool = True,
+    sqlite_writer: bool = False,
 ) -> Engine:
-    """The application's engine; SQLite gets foreign keys, WAL and a busy timeout."""
+    """The application's engine; SQLite gets foreign keys, WAL and a busy timeout.
+
+    `sqlite_writer` makes every SQLite transaction BEGIN IMMEDIATE (a writer that must not
+    lose its snapshot to another writer, and whose savepoints must nest): for the importer.
+    """
     ensure_sqlite_directory(settings)
     kwargs: dict[str, Any] = {}
     connect_args: dict[str, Any] = {}
@@ -91,7 +104,9 @@ def make_engine(
         kwargs["pool_pre_ping"] = True
     engine = create_engine(settings.database_url, connect_args=connect_args, **kwargs)
     if settings.is_sqlite:
-        event.listen(engine, "connect", _sqlite_pragmas(foreign_keys))
+        event.listen(engine, "connect", _sqlite_pragmas(foreign_keys, sqlite_writer))
+        if sqlite_writer:
+            event.listen(engine, "begin", _sqlite_begin_immediate)
     return engine
 
 

@@ -84,7 +84,7 @@ def scan(
 ) -> ScanResult:
     """Walk `roots` (real, existing folders) and list every model file once."""
     result = ScanResult()
-    seen_files: set[str] = set()
+    seen_files: dict[str, ScannedFile] = {}
     seen_folders: set[tuple[int, int]] = set()
     for root in roots:
         real_root = os.path.realpath(root)
@@ -103,6 +103,7 @@ def scan(
             if on_folder is not None:
                 on_folder(result.folders)
             _scan_folder(folder, real_root, ignore, stack, seen_files, result)
+    result.files = list(seen_files.values())
     return result
 
 
@@ -111,7 +112,7 @@ def _scan_folder(
     real_root: str,
     ignore: Sequence[str],
     stack: list[str],
-    seen_files: set[str],
+    seen_files: dict[str, ScannedFile],
     result: ScanResult,
 ) -> None:
     try:
@@ -143,17 +144,16 @@ def _scan_folder(
             models.append((entry, info, fmt))
     for entry, info, fmt in sorted(models, key=lambda item: item[0].name):
         real_path = os.path.realpath(entry.path)
-        if real_path in seen_files:
+        earlier = seen_files.get(real_path)
+        # Listed once; reached directly, the file's own folder (and sidecars) win over a link's.
+        if earlier is not None and (earlier.path == Path(real_path) or entry.path != real_path):
             continue
-        seen_files.add(real_path)
-        result.files.append(
-            ScannedFile(
-                path=Path(entry.path),
-                real_path=real_path,
-                root=real_root,
-                size=info.st_size,
-                mtime_ns=info.st_mtime_ns,
-                file_format=fmt,
-                neighbours=neighbours,
-            )
+        seen_files[real_path] = ScannedFile(
+            path=Path(entry.path),
+            real_path=real_path,
+            root=real_root,
+            size=info.st_size,
+            mtime_ns=info.st_mtime_ns,
+            file_format=fmt,
+            neighbours=neighbours,
         )

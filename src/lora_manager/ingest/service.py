@@ -23,7 +23,8 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from lora_manager.catalog import repository
 from lora_manager.config import Settings
+from lora_manager.db import make_engine
 from lora_manager.errors import LoraManagerError
 from lora_manager.ingest.hashing import autov2, hash_files, normalise_hash
 from lora_manager.ingest.safetensors import (
@@ -147,11 +149,6 @@ def sidecar_state(files: SidecarFiles, scanned: ScannedFile) -> dict[str, list[i
     return state
 
 
-def _version_suffix(facts: FileFacts) -> str:
-    basis = facts.sha256 or hashlib.sha256(facts.scanned.real_path.encode()).hexdigest()
-    return basis[:8]
-
-
 class Importer:
     """Runs imports against one database; see the module docstring for the rules."""
 
@@ -172,15 +169,29 @@ class Importer:
 
     # -- entry points ------------------------------------------------------------------
 
+    @contextmanager
+    def _writer(self) -> Iterator[sessionmaker[Session]]:
+        """Sessions to write with: on SQLite, a dedicated engine whose transactions begin
+        IMMEDIATE, so savepoints nest and no snapshot is lost to a concurrent writer."""
+        engine = self.session_factory.kw["bind"]
+        if engine.dialect.name != "sqlite":
+            yield self.session_factory
+            return
+        writer = make_engine(self.settings, pooled=False, sqlite_writer=True)
+        try:
+            yield sessionmaker(bind=writer, expire_on_commit=False)
+        finally:
+            writer.dispose()
+
     def run(self, roots: Sequence[Path]) -> ImportSummary:
         started = time.monotonic()
         folders = self._check_roots(roots)
         summary = ImportSummary(dry_run=self.dry_run)
-        with self._lock():
+        with self._lock(), self._writer() as factory:
             result = scan(folders, ignore=self.settings.import_ignore)
             for problem in result.problems:
                 summary.record("failed", problem.path, problem.reason)
-            self._sync(result.files, [str(f) for f in folders], summary)
+            self._sync(factory, result.files, [str(f) for f in folders], summary)
         summary.seconds = round(time.monotonic() - started, 3)
         return summary
 
@@ -210,8 +221,8 @@ class Importer:
             neighbours=neighbours,
         )
         summary = ImportSummary()
-        with self._lock():
-            self._sync([scanned], [], summary)
+        with self._lock(), self._writer() as factory:
+            self._sync(factory, [scanned], [], summary)
         if summary.failed and not summary.new + summary.updated + summary.moved:
             raise ImportError_(f"{path}: {summary.failures[0]['reason']}")
         with self.session_factory() as session:
@@ -245,8 +256,6 @@ class Importer:
             )
         database = self.settings.sqlite_path
         if database is None:
-            from contextlib import nullcontext
-
             return nullcontext()
         return SqliteFileLock(
             database,
@@ -257,13 +266,20 @@ class Importer:
             setting="another import is running",
         )
 
-    def _sync(self, files: list[ScannedFile], roots: list[str], summary: ImportSummary) -> None:
+    def _sync(
+        self,
+        factory: sessionmaker[Session],
+        files: list[ScannedFile],
+        roots: list[str],
+        summary: ImportSummary,
+    ) -> None:
         summary.files += len(files)
-        with self.session_factory() as session:
+        with factory() as session:
             known = {
                 row.real_path or os.path.realpath(row.file_path): row
                 for row in repository.ingest_state(session)
             }
+            session.commit()  # hold no transaction (nor SQLite's write lock) while hashing
             seen = {f.real_path for f in files}
             unchanged, changed = [], []
             for scanned in files:
@@ -399,29 +415,31 @@ class Importer:
             kind = "moved" if adapter is not None else "new"
         stored = None
         if adapter is not None and not facts.file_changed:
-            # Only sidecars changed: merge them with the header stored last time.
-            stored = (adapter.extra or {}).get("safetensors") or None
+            # Only sidecars changed: merge them with the header stored last time (even {}).
+            stored = (adapter.extra or {}).get("safetensors")
         self._read(facts, stored, adapter.sha256 if adapter is not None else None)
         assert facts.metadata is not None
         creating = adapter is None
-        if adapter is None:
-            adapter = Adapter(name=facts.metadata.name or scanned.path.stem, file_path=path)
-            session.add(adapter)
-        if kind == "moved":
-            moved_from.add(adapter.real_path or "")
-        self._apply_file(adapter, facts)
-        self._apply_metadata(adapter, facts.metadata, creating=creating)
-        self._make_unique(session, adapter, facts)
         problems = [facts.header_error] if facts.header_error else []
         problems += [f"{name}: {reason}" for name, reason in sorted(facts.sidecar_errors.items())]
-        adapter.ingest_status = "error" if facts.header_error else "ok"
-        adapter.ingest_error = "; ".join(problems) or None
         try:
+            # The savepoint opens before any change, so a conflict undoes this file only.
             with session.begin_nested():
+                if adapter is None:
+                    adapter = Adapter(name=facts.metadata.name or scanned.path.stem, file_path=path)
+                    session.add(adapter)
+                previous_path = adapter.real_path
+                self._apply_file(adapter, facts)
+                self._apply_metadata(adapter, facts.metadata, creating=creating)
+                self._make_unique(session, adapter, facts)
+                adapter.ingest_status = "error" if facts.header_error else "ok"
+                adapter.ingest_error = "; ".join(problems) or None
                 session.flush()
         except IntegrityError as exc:
             summary.record("failed", path, f"could not be stored: {exc.orig}")
             return None
+        if kind == "moved":
+            moved_from.add(previous_path or "")
         if facts.header_error:
             summary.record("failed", path, facts.header_error)
         else:
@@ -466,6 +484,8 @@ class Importer:
                 )
         if facts.sidecars.preview is not None:
             adapter.preview_path = str(facts.sidecars.preview)
+        elif adapter.preview_path and not os.path.exists(adapter.preview_path):
+            adapter.preview_path = None  # moved without it, or deleted: don't point at nothing
         adapter.missing_since = None
         adapter.last_ingested_at = now
         adapter.updated_at = now
@@ -513,13 +533,22 @@ class Importer:
 
     @staticmethod
     def _make_unique(session: Session, adapter: Adapter, facts: FileFacts) -> None:
-        """(name, version) is unique: a collision gets a suffix derived from the file."""
+        """(name, version) is unique: a collision gets a suffix derived from the file's hash
+        (then a counter, for identical copies), the same on every run."""
+        base = adapter.version
+        basis = (
+            facts.sha256
+            or adapter.sha256
+            or hashlib.sha256(facts.scanned.real_path.encode()).hexdigest()
+        )
+        candidates = [base, f"{base} [{basis[:8]}]"]
+        candidates += [f"{base} [{basis[:8]}-{n}]" for n in range(2, 1000)]
         with session.no_autoflush:
-            taken = repository.name_version_taken(
-                session, adapter.name, adapter.version, adapter.id
-            )
-        if taken:
-            adapter.version = f"{adapter.version} [{_version_suffix(facts)}]"
+            for version in candidates:
+                if not repository.name_version_taken(session, adapter.name, version, adapter.id):
+                    adapter.version = version
+                    return
+        raise ImportError_(f"no free version for {adapter.name!r} {base!r}")
 
 
 def path_under(path: str, roots: Sequence[str]) -> bool:

@@ -26,7 +26,8 @@ PRECEDENCE, the project's one rule for merging them:
 Field by field, the first source with a non-empty value wins: None, empty or blank strings,
 empty lists and `{}` never replace anything. Lists (tags, trained words, triggers) are the
 union in that order, de-duplicated case-insensitively, first spelling kept. Exceptions, each
-stated where it is computed: the name falls back to the file stem; `base_model` takes the
+stated where it is computed: the name is empty when no source has one (a new adapter is
+named after its file by the importer, an existing one keeps its name); `base_model` takes the
 A1111 "sd version" only after the header (it is a coarse category, not a model);
 `activation_text` falls back to the joined trained words; `nsfw_level` is at least 1 when any
 source says `nsfw: true`. Nothing here raises on bad content: a sidecar that cannot be read is
@@ -324,7 +325,7 @@ def merge_metadata(
         (user.get("sd_version") or "").casefold()
     )
     return AdapterMetadata(
-        name=first("name") or Path(file_name).stem,
+        name=first("name") or "",  # the importer names a new adapter after its file
         version_name=first("version_name"),
         description=first("description"),
         author=first("author"),
