@@ -284,7 +284,7 @@ class Importer:
             unchanged, changed = [], []
             for scanned in files:
                 facts = FileFacts(scanned)
-                facts.sidecars = find_sidecars(scanned.path, siblings=set(scanned.neighbours))
+                facts.sidecars = find_sidecars(scanned.path, siblings=scanned.neighbours)
                 row = known.get(scanned.real_path)
                 same_file = (
                     row is not None
