@@ -24,17 +24,20 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.execute("CREATE INDEX ix_adapter_lower_name ON adapter (lower(name), id)")
     if op.get_context().dialect.name == "sqlite":
+        op.execute("CREATE INDEX ix_adapter_lower_name ON adapter (lower(name), id)")
+        # adapter_id is a full-text column too, so rows are found by id without a scan.
         op.execute(
             "CREATE VIRTUAL TABLE adapter_fts USING fts5("
-            "adapter_id UNINDEXED, body, tokenize = 'unicode61 remove_diacritics 2')"
+            "adapter_id, body, tokenize = 'unicode61 remove_diacritics 2')"
         )
         op.execute(
             "INSERT INTO adapter_fts (adapter_id, body) "
             "SELECT id, coalesce(search_text, lower(name)) FROM adapter"
         )
     else:
+        # INCLUDE (name) lets PostgreSQL walk the name order from the index alone.
+        op.execute("CREATE INDEX ix_adapter_lower_name ON adapter (lower(name), id) INCLUDE (name)")
         op.execute(
             "CREATE INDEX ix_adapter_search_tsv ON adapter "
             "USING gin (to_tsvector('simple', coalesce(search_text, '')))"

@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import (
     String,
-    and_,
     bindparam,
     column,
     delete,
@@ -20,7 +19,6 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
-    true,
     update,
 )
 from sqlalchemy.orm import Session
@@ -83,12 +81,20 @@ class AdapterFilters:
     ingest_status: str | None = None
 
 
+def _fts_phrases(words: list[str]) -> str:
+    return "body : (" + " AND ".join(f'"{word}"*' for word in words) + ")"
+
+
+def _fts_ids(ids: Sequence[str]) -> str:
+    quoted = " OR ".join('"' + adapter_id.replace('"', '""') + '"' for adapter_id in ids)
+    return f"adapter_id : ({quoted})"
+
+
 def _search_clause(session: Session, words: list[str]) -> Any:
     if session.get_bind().dialect.name == "sqlite":
-        match = " AND ".join(f'"{word}"*' for word in words)
         matching = (
             text("SELECT adapter_id FROM adapter_fts WHERE adapter_fts MATCH :match")
-            .bindparams(bindparam("match", match))
+            .bindparams(bindparam("match", _fts_phrases(words)))
             .columns(column("adapter_id", String))
         )
         return Adapter.id.in_(matching.subquery().select())
@@ -97,22 +103,24 @@ def _search_clause(session: Session, words: list[str]) -> Any:
     return vector.op("@@")(func.to_tsquery(literal_column("'simple'"), query))
 
 
-def _conditions(session: Session, filters: AdapterFilters) -> list[Any]:
+def _tag_clause(tags: list[str], *, for_count: bool) -> Any:
+    # Counting, a semi-join over the tag index beats probing it once per adapter; paging in
+    # name order, the probe lets the name index stop after one page.
+    if for_count:
+        return Adapter.id.in_(select(AdapterTag.adapter_id).where(AdapterTag.tag.in_(tags)))
+    return exists().where(AdapterTag.adapter_id == Adapter.id, AdapterTag.tag.in_(tags))
+
+
+def _conditions(session: Session, filters: AdapterFilters, *, for_count: bool = False) -> list[Any]:
     conditions: list[Any] = []
     words = search_words(filters.q or "")
     if words:
         conditions.append(_search_clause(session, words))
     if filters.tags_any:
         tags = [normalise_tag(t) for t in filters.tags_any]
-        conditions.append(
-            exists().where(AdapterTag.adapter_id == Adapter.id, AdapterTag.tag.in_(tags))
-        )
+        conditions.append(_tag_clause(tags, for_count=for_count))
     for tag in filters.tags_all:
-        conditions.append(
-            exists().where(
-                AdapterTag.adapter_id == Adapter.id, AdapterTag.tag == normalise_tag(tag)
-            )
-        )
+        conditions.append(_tag_clause([normalise_tag(tag)], for_count=for_count))
     if filters.base_model:
         conditions.append(Adapter.base_model.in_(filters.base_model))
     if filters.active is not None:
@@ -144,14 +152,43 @@ def list_adapters(
     offset: int = 0,
 ) -> tuple[Sequence[Adapter], int]:
     """One page in a stable order (ties broken by id) and the total matching count."""
-    where = and_(true(), *_conditions(session, filters))
-    total = session.scalar(select(func.count(Adapter.id)).where(where))
+    total = count_adapters(session, filters)
     column = SORT_COLUMNS[sort]
     ordered = desc(column) if descending else column
     if sort in NULLABLE_SORTS:
         ordered = ordered.nulls_last()  # missing values last either way: real data first
-    page = select(Adapter).where(where).order_by(ordered, Adapter.id).limit(limit).offset(offset)
-    return session.scalars(page).all(), int(total or 0)
+    conditions = _conditions(session, filters)
+    # Page through ids alone (an index-only walk, even deep), then fetch just those rows.
+    ids = (
+        select(Adapter.id)
+        .where(*conditions)
+        .order_by(ordered, Adapter.id)
+        .limit(limit)
+        .offset(offset)
+        .subquery()
+    )
+    page = select(Adapter).join(ids, Adapter.id == ids.c.id).order_by(ordered, Adapter.id)
+    return session.scalars(page).all(), total
+
+
+def count_adapters(session: Session, filters: AdapterFilters) -> int:
+    """How many adapters match; the common single-filter cases read one small index."""
+    only = {name for name, value in vars(filters).items() if value not in (None, [], "")}
+    words = search_words(filters.q or "")
+    if only == {"tags_any"}:
+        tags = [normalise_tag(t) for t in filters.tags_any]
+        counted = select(func.count(func.distinct(AdapterTag.adapter_id))).where(
+            AdapterTag.tag.in_(tags)
+        )
+    elif only == {"q"} and words and session.get_bind().dialect.name == "sqlite":
+        fts_count = text("SELECT count(*) FROM adapter_fts WHERE adapter_fts MATCH :match")
+        return int(session.scalar(fts_count, {"match": _fts_phrases(words)}) or 0)
+    else:
+        conditions = _conditions(session, filters, for_count=True)
+        counted = select(func.count()).select_from(Adapter)
+        if conditions:
+            counted = counted.where(*conditions)
+    return int(session.scalar(counted) or 0)
 
 
 def get_adapter(session: Session, adapter_id: str) -> Adapter | None:
@@ -224,8 +261,9 @@ def duplicate_groups(session: Session) -> list[tuple[str, list[Adapter]]]:
     return list(groups.items())
 
 
-def replace_tags(session: Session, adapter: Adapter) -> None:
-    """Make adaptertag hold the adapter's metadata tags and user tags (user wins the flag)."""
+def replace_tags(session: Session, adapter: Adapter, *, new: bool = False) -> None:
+    """Make adaptertag hold the adapter's metadata tags and user tags (user wins the flag).
+    A `new` adapter has no rows to remove."""
     wanted: dict[str, bool] = {}
     for tag in adapter.tags or []:
         if normalise_tag(str(tag)):
@@ -233,7 +271,8 @@ def replace_tags(session: Session, adapter: Adapter) -> None:
     for tag in adapter.user_tags or []:
         if normalise_tag(str(tag)):
             wanted[normalise_tag(str(tag))] = True
-    session.execute(delete(AdapterTag).where(AdapterTag.adapter_id == adapter.id))
+    if not new:
+        session.execute(delete(AdapterTag).where(AdapterTag.adapter_id == adapter.id))
     if wanted:
         session.execute(
             insert(AdapterTag),
@@ -244,8 +283,11 @@ def replace_tags(session: Session, adapter: Adapter) -> None:
         )
 
 
-def refresh_search(session: Session, adapters: Sequence[Adapter]) -> None:
-    """Recompute search_text and, on SQLite, the FTS5 rows of `adapters` (flushed first)."""
+def refresh_search(
+    session: Session, adapters: Sequence[Adapter], *, new_ids: frozenset[str] = frozenset()
+) -> None:
+    """Recompute search_text and, on SQLite, the FTS5 rows of `adapters` (flushed first).
+    `new_ids` were just created: they have no FTS rows to remove."""
     if not adapters:
         return
     for adapter in adapters:
@@ -253,13 +295,7 @@ def refresh_search(session: Session, adapters: Sequence[Adapter]) -> None:
     session.flush()
     if session.get_bind().dialect.name != "sqlite":
         return  # PostgreSQL's GIN index follows search_text by itself
-    ids = [adapter.id for adapter in adapters]
-    session.execute(
-        text("DELETE FROM adapter_fts WHERE adapter_id IN :ids").bindparams(
-            bindparam("ids", expanding=True)
-        ),
-        {"ids": ids},
-    )
+    forget_search(session, [adapter.id for adapter in adapters if adapter.id not in new_ids])
     session.execute(
         text("INSERT INTO adapter_fts (adapter_id, body) VALUES (:id, :body)"),
         [{"id": adapter.id, "body": adapter.search_text or ""} for adapter in adapters],
@@ -267,13 +303,25 @@ def refresh_search(session: Session, adapters: Sequence[Adapter]) -> None:
 
 
 def forget_search(session: Session, adapter_ids: Sequence[str]) -> None:
-    if adapter_ids and session.get_bind().dialect.name == "sqlite":
+    """Remove FTS rows, found through the adapter_id column's own full-text index."""
+    if not adapter_ids or session.get_bind().dialect.name != "sqlite":
+        return
+    for start in range(0, len(adapter_ids), 200):
+        chunk = list(adapter_ids[start : start + 200])
         session.execute(
-            text("DELETE FROM adapter_fts WHERE adapter_id IN :ids").bindparams(
-                bindparam("ids", expanding=True)
-            ),
-            {"ids": list(adapter_ids)},
+            text(
+                "DELETE FROM adapter_fts WHERE adapter_fts MATCH :match AND adapter_id IN :ids"
+            ).bindparams(bindparam("ids", expanding=True)),
+            {"match": _fts_ids(chunk), "ids": chunk},
         )
+
+
+def name_versions(session: Session) -> dict[tuple[str, str], str]:
+    """(name, version) → adapter id, for every adapter with a version."""
+    rows = session.execute(
+        select(Adapter.name, Adapter.version, Adapter.id).where(Adapter.version.is_not(None))
+    )
+    return {(name, str(version)): adapter_id for name, version, adapter_id in rows}
 
 
 def delete_adapters(session: Session, adapter_ids: Sequence[str]) -> int:

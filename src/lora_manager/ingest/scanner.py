@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +61,12 @@ def model_format(name: str) -> str | None:
     return MODEL_FORMATS.get(os.path.splitext(name)[1].lower())
 
 
-def _ignored(name: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+def ignore_matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
+    """One compiled regex for all ignore globs (a rescan tests every name in the library)."""
+    if not patterns:
+        return lambda _name: False
+    regex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+    return lambda name: regex.match(name) is not None
 
 
 def _link_problem(path: str, exc: OSError) -> str:
@@ -86,6 +91,7 @@ def scan(
     result = ScanResult()
     seen_files: dict[str, ScannedFile] = {}
     seen_folders: set[tuple[int, int]] = set()
+    ignored = ignore_matcher(ignore)
     for root in roots:
         real_root = os.path.realpath(root)
         stack = [str(root)]
@@ -102,7 +108,7 @@ def scan(
             result.folders += 1
             if on_folder is not None:
                 on_folder(result.folders)
-            _scan_folder(folder, real_root, ignore, stack, seen_files, result)
+            _scan_folder(folder, real_root, ignored, stack, seen_files, result)
     result.files = list(seen_files.values())
     return result
 
@@ -110,7 +116,7 @@ def scan(
 def _scan_folder(
     folder: str,
     real_root: str,
-    ignore: Sequence[str],
+    ignored: Callable[[str], bool],
     stack: list[str],
     seen_files: dict[str, ScannedFile],
     result: ScanResult,
@@ -123,7 +129,7 @@ def _scan_folder(
     neighbours: dict[str, tuple[int, int]] = {}
     models: list[tuple[os.DirEntry[str], os.stat_result, str]] = []
     for entry in entries:
-        if _ignored(entry.name, ignore):
+        if ignored(entry.name):
             continue
         fmt = model_format(entry.name)
         try:

@@ -20,6 +20,7 @@ The rules, in the order they apply to each model file:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import time
@@ -53,7 +54,7 @@ from lora_manager.ingest.sidecars import (
     read_sidecars,
 )
 from lora_manager.locks import PostgresAdvisoryLock, SqliteFileLock
-from lora_manager.models import Adapter, utcnow
+from lora_manager.models import Adapter, new_id, utcnow
 from lora_manager.paths import inside, real, root_of
 
 log = logging.getLogger(__name__)
@@ -279,6 +280,8 @@ class Importer:
                 row.real_path or os.path.realpath(row.file_path): row
                 for row in repository.ingest_state(session)
             }
+            self.taken = repository.name_versions(session)
+            self.created: set[str] = set()
             session.commit()  # hold no transaction (nor SQLite's write lock) while hashing
             seen = {f.real_path for f in files}
             unchanged, changed = [], []
@@ -345,9 +348,10 @@ class Importer:
     def _flush(self, session: Session, adapters: list[Adapter]) -> None:
         if not adapters:
             return
+        new_ids = frozenset(a.id for a in adapters if a.id in self.created)
         for adapter in adapters:
-            repository.replace_tags(session, adapter)
-        repository.refresh_search(session, adapters)
+            repository.replace_tags(session, adapter, new=adapter.id in new_ids)
+        repository.refresh_search(session, adapters, new_ids=new_ids)
         if not self.dry_run:
             session.commit()
 
@@ -426,14 +430,20 @@ class Importer:
             # The savepoint opens before any change, so a conflict undoes this file only.
             with session.begin_nested():
                 if adapter is None:
-                    adapter = Adapter(name=facts.metadata.name or scanned.path.stem, file_path=path)
+                    adapter = Adapter(
+                        id=new_id(), name=facts.metadata.name or scanned.path.stem, file_path=path
+                    )
                     session.add(adapter)
+                    self.created.add(adapter.id)
                 previous_path = adapter.real_path
+                previous_key = (adapter.name, adapter.version)
                 self._apply_file(adapter, facts)
                 self._apply_metadata(adapter, facts.metadata, creating=creating)
-                self._make_unique(session, adapter, facts)
+                self._make_unique(adapter, facts, previous_key)
                 adapter.ingest_status = "error" if facts.header_error else "ok"
                 adapter.ingest_error = "; ".join(problems) or None
+                # Computed before the INSERT, so the row is written once.
+                adapter.search_text = repository.build_search_text(adapter)
                 session.flush()
         except IntegrityError as exc:
             summary.record("failed", path, f"could not be stored: {exc.orig}")
@@ -531,23 +541,30 @@ class Importer:
             adapter.notes = meta.notes or None
             adapter.nsfw_level = adapter.nsfw_level or 0
 
-    @staticmethod
-    def _make_unique(session: Session, adapter: Adapter, facts: FileFacts) -> None:
+    def _make_unique(
+        self, adapter: Adapter, facts: FileFacts, previous: tuple[str, str | None]
+    ) -> None:
         """(name, version) is unique: a collision gets a suffix derived from the file's hash
         (then a counter, for identical copies), the same on every run."""
+        if previous[1] is not None and self.taken.get((previous[0], previous[1])) == adapter.id:
+            del self.taken[(previous[0], previous[1])]
         base = adapter.version
+        if base is None:
+            return  # the unique index lets NULL versions repeat
         basis = (
             facts.sha256
             or adapter.sha256
             or hashlib.sha256(facts.scanned.real_path.encode()).hexdigest()
         )
-        candidates = [base, f"{base} [{basis[:8]}]"]
-        candidates += [f"{base} [{basis[:8]}-{n}]" for n in range(2, 1000)]
-        with session.no_autoflush:
-            for version in candidates:
-                if not repository.name_version_taken(session, adapter.name, version, adapter.id):
-                    adapter.version = version
-                    return
+        candidates = itertools.chain(
+            [base, f"{base} [{basis[:8]}]"], (f"{base} [{basis[:8]}-{n}]" for n in range(2, 10_000))
+        )
+        for version in candidates:
+            holder = self.taken.get((adapter.name, version))
+            if holder is None or holder == adapter.id:
+                adapter.version = version
+                self.taken[(adapter.name, version)] = adapter.id
+                return
         raise ImportError_(f"no free version for {adapter.name!r} {base!r}")
 
 
