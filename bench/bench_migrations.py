@@ -737,11 +737,12 @@ def _md_table(head: tuple[str, ...], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) our section in the benchmarks document, keeping everything else."""
+def write_section(path: Path, section: str, title: str = SECTION_TITLE) -> None:
+    """Replace (or append) the section headed `title` in the benchmarks document, keeping
+    everything else."""
     text = path.read_text() if path.exists() else DOC_HEADER
     lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION_TITLE), None)
+    start = next((i for i, line in enumerate(lines) if line.strip() == title), None)
     if start is None:
         before, after = lines, []
     else:
