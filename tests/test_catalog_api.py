@@ -502,6 +502,7 @@ def test_every_catalog_route_requires_the_key(db_url: str, tmp_path: Path) -> No
         ("POST", "/v1/imports"),
         ("GET", "/v1/imports"),
         ("GET", "/v1/imports/x"),
+        ("POST", "/v1/compose"),
     ]
     with TestClient(app) as client:
         for method, path in routes:

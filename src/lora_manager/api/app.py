@@ -16,6 +16,7 @@ from lora_manager.api.schema_gate import SchemaGate
 from lora_manager.catalog.routes import router as catalog_router
 from lora_manager.config import Settings, get_settings
 from lora_manager.db import make_engine, make_session_factory
+from lora_manager.deliveries.routes import router as compose_router
 from lora_manager.ingest.routes import router as imports_router
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def create_app(
     protected = [Depends(require_api_key)]
     app.include_router(catalog_router, prefix="/v1", dependencies=protected)
     app.include_router(imports_router, prefix="/v1", dependencies=protected)
+    app.include_router(compose_router, prefix="/v1", dependencies=protected)
     return app
 
 

@@ -217,6 +217,16 @@ def name_version_taken(
     return session.scalar(query.limit(1)) is not None
 
 
+def active_adapters(session: Session) -> list[Adapter]:
+    """The active adapters in prompt order: ordinal, then name."""
+    query = (
+        select(Adapter)
+        .where(Adapter.active == True)  # noqa: E712 (SQL, not Python)
+        .order_by(Adapter.ordinal.nulls_last(), func.lower(Adapter.name), Adapter.id)
+    )
+    return list(session.scalars(query).all())
+
+
 def next_ordinal(session: Session) -> int:
     current = session.scalar(select(func.max(Adapter.ordinal)).where(Adapter.active.is_(True)))
     return int(current or 0) + 1
