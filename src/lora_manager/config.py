@@ -55,6 +55,29 @@ class Settings(BaseSettings):
         description="Glob patterns of file and folder names the importer skips (',' separated)",
     )
     import_workers: int = Field(0, ge=0, description="Hashing threads; 0 = one per core")
+    # Delivery back ends (the job queue that calls them arrives with the deliveries).
+    delivery_http_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="URL prefixes webhooks may call (',' separated); nothing else is called",
+    )
+    delivery_http_timeout: float = Field(30.0, gt=0, description="Webhook timeout (s)")
+    delivery_cli_command: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Local command as an argument list (JSON list, or split like a shell "
+        "would, never run by one)",
+    )
+    delivery_cli_prompt_via: str = Field(
+        "argument", pattern="^(argument|stdin)$", description="How the prompt reaches it"
+    )
+    delivery_cli_timeout: float = Field(300.0, gt=0, description="Local command timeout (s)")
+    sdnext_url: str | None = Field(None, description="SDNext / AUTOMATIC1111 base URL")
+    sdnext_username: str | None = None
+    sdnext_password: SecretStr | None = None
+    sdnext_timeout: float = Field(600.0, gt=0, description="txt2img timeout (s)")
+    sdnext_defaults: dict[str, Any] = Field(
+        default_factory=dict, description="Default txt2img parameters (JSON object)"
+    )
+    results_dir: Path = Field(Path("./data/results"), description="Where images are saved")
     schema_check_interval: float = Field(
         2.0, ge=0, description="Seconds the API trusts its last 'schema at head' answer"
     )
@@ -74,6 +97,24 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             parts = value.replace(",", os.pathsep).split(os.pathsep)
             return [Path(part).expanduser() for part in parts if part.strip()]
+        return value
+
+    @field_validator("delivery_http_allowlist", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("delivery_cli_command", mode="before")
+    @classmethod
+    def _split_command(cls, value: object) -> object:
+        if isinstance(value, str):
+            import json
+            import shlex
+
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else shlex.split(text)
         return value
 
     @field_validator("import_ignore", mode="before")
