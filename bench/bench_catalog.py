@@ -33,7 +33,6 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -51,12 +50,14 @@ for _path in (REPO_ROOT, BENCH_DIR):
         sys.path.insert(0, str(_path))
 
 from bench_migrations import (  # noqa: E402
+    BenchError,
     Cleanup,
     deferred_signals,
     load_average,
     machine_facts,
     postgres_version,
-    write_section,
+    run_bench,
+    say,
 )
 from sqlalchemy import Engine, event, insert, text  # noqa: E402
 
@@ -76,18 +77,6 @@ WARMUP_REQUESTS = 5
 STEP_TIMEOUT_SUBPROCESS = 600.0
 
 log = logging.getLogger("bench_catalog")
-
-
-class BenchError(Exception):
-    """A step failed or overran its time limit: the run is aborted."""
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class StepTimeout(BenchError):
@@ -1525,31 +1514,15 @@ def invocation(argv: list[str] | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s [%(name)s] %(message)s")
-    if signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, _interrupt)
-    root = Path(tempfile.mkdtemp(prefix="lora-bench-catalog-"))
-    root.chmod(0o755)  # the postgres user must reach its data directory beneath it
-    resources = Resources(root)
-    previous_tempdir = tempfile.tempdir
-    tempfile.tempdir = str(root)  # start_postgres's cluster lands under root too
-    try:
-        scrub_environment(root)
-        report = measure(args, resources, invocation(argv))
-    except KeyboardInterrupt:
-        say("interrupted: stopping servers and removing temporary files")
-        return 130
-    except BenchError as exc:
-        say(f"error: {exc}")
-        return 1
-    finally:
-        tempfile.tempdir = previous_tempdir
-        resources.close()
-    print(report.text())
-    if args.out is not None:
-        out = args.out if args.out.is_absolute() else Path.cwd() / args.out
-        write_section(out, report.markdown(), SECTION_TITLE)
-        say(f"wrote section {SECTION_TITLE!r} to {out}")
-    return 0
+    return run_bench(
+        args,
+        invocation(argv),
+        prefix="lora-bench-catalog-",
+        make_cleanup=Resources,
+        measure=measure,
+        title=SECTION_TITLE,
+        prepare=scrub_environment,
+    )
 
 
 def measure(args: argparse.Namespace, resources: Resources, command: str) -> Report:

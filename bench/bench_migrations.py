@@ -804,17 +804,30 @@ def invocation(argv: list[str] | None) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_bench(
+    args: argparse.Namespace,
+    command: str,
+    *,
+    prefix: str,
+    make_cleanup: Callable[[Path], Any],
+    measure: Callable[[argparse.Namespace, Any, str], Any],
+    title: str,
+    prepare: Callable[[Path], None] | None = None,
+) -> int:
+    """The harness both benchmarks share: a private temp root (where PostgreSQL clusters go
+    too), clean-up on every exit, one error line instead of a traceback, the report printed
+    and, with --out, written into its section of the document."""
     if signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:
         signal.signal(signal.SIGTERM, _interrupt)
-    root = Path(tempfile.mkdtemp(prefix="lora-bench-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o755)  # the postgres user must reach its data directory beneath it
-    cleanup = Cleanup(root)
+    cleanup = make_cleanup(root)
     previous_tempdir = tempfile.tempdir
     tempfile.tempdir = str(root)  # start_postgres's cluster lands under root too
     try:
-        report = measure(args, cleanup, invocation(argv))
+        if prepare is not None:
+            prepare(root)
+        report = measure(args, cleanup, command)
     except KeyboardInterrupt:
         say("interrupted: stopping servers and removing temporary files")
         return 130
@@ -827,9 +840,21 @@ def main(argv: list[str] | None = None) -> int:
     print(report.text())
     if args.out is not None:
         out = args.out if args.out.is_absolute() else Path.cwd() / args.out
-        write_section(out, report.markdown())
-        say(f"wrote section {SECTION_TITLE!r} to {out}")
+        write_section(out, report.markdown(), title)
+        say(f"wrote section {title!r} to {out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_bench(
+        args,
+        invocation(argv),
+        prefix="lora-bench-",
+        make_cleanup=Cleanup,
+        measure=measure,
+        title=SECTION_TITLE,
+    )
 
 
 def measure(args: argparse.Namespace, cleanup: Cleanup, command: str) -> Report:

@@ -99,13 +99,6 @@ class Settings(BaseSettings):
             return [Path(part).expanduser() for part in parts if part.strip()]
         return value
 
-    @field_validator("delivery_http_allowlist", mode="before")
-    @classmethod
-    def _split_urls(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
     @field_validator("delivery_cli_command", mode="before")
     @classmethod
     def _split_command(cls, value: object) -> object:
@@ -117,9 +110,9 @@ class Settings(BaseSettings):
             return json.loads(text) if text.startswith("[") else shlex.split(text)
         return value
 
-    @field_validator("import_ignore", mode="before")
+    @field_validator("import_ignore", "delivery_http_allowlist", mode="before")
     @classmethod
-    def _split_patterns(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
