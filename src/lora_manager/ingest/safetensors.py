@@ -15,6 +15,7 @@ import os
 import re
 import struct
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -263,7 +264,7 @@ def describe_header(metadata: dict[str, str]) -> HeaderInfo:
         author=_value(metadata, "modelspec.author"),
         base_model=_base_model(metadata),
         trigger_words=split_list(_value(metadata, "modelspec.trigger_phrase")),
-        tags=_unique(
+        tags=unique_words(
             split_list(_value(metadata, "modelspec.tags"))
             + _frequent_tags(_value(metadata, "ss_tag_frequency"))
         ),
@@ -285,10 +286,11 @@ def split_list(text: str | None) -> list[str]:
     """Comma-separated words, stripped, empties dropped, first spelling of each kept."""
     if not text:
         return []
-    return _unique(part.strip() for part in text.split(","))
+    return unique_words(part.strip() for part in text.split(","))
 
 
-def _unique(values: Any) -> list[str]:
+def unique_words(values: Iterable[str]) -> list[str]:
+    """Non-empty values once each, compared case-insensitively, first spelling kept."""
     seen: set[str] = set()
     result: list[str] = []
     for value in values:

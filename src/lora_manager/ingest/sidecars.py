@@ -48,7 +48,13 @@ from pathlib import Path
 from typing import Any
 
 from lora_manager.ingest.hashing import normalise_hash
-from lora_manager.ingest.safetensors import HeaderInfo, human_size, parse_datetime, split_list
+from lora_manager.ingest.safetensors import (
+    HeaderInfo,
+    human_size,
+    parse_datetime,
+    split_list,
+    unique_words,
+)
 
 MAX_SIDECAR_BYTES = 32 * 1024 * 1024
 CIVITAI_INFO_SUFFIX = ".civitai.info"
@@ -316,7 +322,7 @@ def merge_metadata(
         return next((source[key] for source in sources if _present(source.get(key))), None)
 
     def union(key: str, among: Iterable[dict[str, Any]]) -> list[str]:
-        return _unique(word for source in among for word in source.get(key, []))
+        return unique_words(word for source in among for word in source.get(key, []))
 
     trained_words = union("trained_words", civitai)
     header_triggers = head.get("triggers", [])
@@ -333,7 +339,7 @@ def merge_metadata(
         sd_version=user.get("sd_version") or _sd_version_of(base_model),
         tags=union("tags", sources),
         trained_words=trained_words,
-        triggers=_unique(
+        triggers=unique_words(
             [*split_list(user.get("activation_text")), *trained_words, *header_triggers]
         ),
         activation_text=activation or None,
@@ -590,7 +596,7 @@ def _overlay(primary: dict[str, Any], secondary: dict[str, Any]) -> dict[str, An
     merged = dict(secondary)
     for key, value in primary.items():
         if isinstance(value, list):
-            merged[key] = _unique([*value, *secondary.get(key, [])])
+            merged[key] = unique_words([*value, *secondary.get(key, [])])
         elif key == "nsfw":
             merged[key] = value or secondary.get(key) is True
         elif _present(value) or key not in merged:
@@ -703,7 +709,7 @@ def _words(value: Any) -> list[str]:
         word = _text(item.get("name")) if isinstance(item, dict) else _text(item)
         if word:
             words.append(word)
-    return _unique(words)
+    return unique_words(words)
 
 
 def _json_object(value: Any) -> Any:
@@ -714,14 +720,3 @@ def _json_object(value: Any) -> Any:
         return json.loads(value)
     except (ValueError, RecursionError):
         return None
-
-
-def _unique(values: Iterable[str]) -> list[str]:
-    seen: set[str] = set()
-    result: list[str] = []
-    for value in values:
-        key = value.casefold()
-        if value and key not in seen:
-            seen.add(key)
-            result.append(value)
-    return result
