@@ -33,7 +33,6 @@ import shutil
 import signal
 import statistics
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -58,6 +57,7 @@ from bench_migrations import (  # noqa: E402
     postgres_version,
     run_bench,
     say,
+    wait_bounded,
 )
 from sqlalchemy import Engine, event, insert, text  # noqa: E402
 
@@ -261,27 +261,14 @@ class Tools:
         self.counter += 1
         out_path = self.resources.root / "logs" / f"{self.counter:04d}-{Path(argv[0]).name}.out"
         out_path.parent.mkdir(exist_ok=True)
-        expired = threading.Event()
         with out_path.open("wb") as out:
             started = time.perf_counter()
             proc = self.resources.spawn(argv, dict(os.environ), out)
-
-            def overdue() -> None:
-                expired.set()
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-
-            watchdog = threading.Timer(self.timeout, overdue)
-            watchdog.daemon = True
-            watchdog.start()
-            try:
-                code = proc.wait()  # blocking: exact; the watchdog bounds it
-            finally:
-                watchdog.cancel()
+            code, expired = wait_bounded(proc, self.timeout)
             elapsed = time.perf_counter() - started
             self.resources.stop(proc)
         output = out_path.read_text(errors="replace")
-        if expired.is_set():
+        if expired:
             raise BenchError(f"{shlex.join(argv)}: still running after {self.timeout:g}s")
         if code != 0:
             raise BenchError(f"{shlex.join(argv)}: exit code {code}\n{output[-2000:]}")

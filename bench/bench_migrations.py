@@ -240,6 +240,28 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:]) or "(no output)"
 
 
+def wait_bounded(proc: subprocess.Popen[Any], timeout: float) -> tuple[int, bool]:
+    """Wait for `proc`; kill its process group after `timeout` s. Returns (exit code, expired).
+
+    Popen.wait(timeout) polls with sleeps of up to 50 ms, which would quantise the figures;
+    a blocking wait is exact, and a watchdog bounds it instead."""
+    expired = threading.Event()
+
+    def overdue() -> None:
+        expired.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    watchdog = threading.Timer(timeout, overdue)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        code = proc.wait()
+    finally:
+        watchdog.cancel()
+    return code, expired.is_set()
+
+
 class Bench:
     def __init__(self, cleanup: Cleanup, env: dict[str, str], timeout: float) -> None:
         self.cleanup = cleanup
@@ -263,25 +285,10 @@ class Bench:
         with log_path.open("wb") as log:
             started = time.perf_counter()
             proc = self.cleanup.spawn(argv, {**self.env, **env}, log)
-            # Popen.wait(timeout) polls with sleeps of up to 50 ms, which would quantise the
-            # figures; a blocking wait is exact, and a watchdog bounds it instead.
-            expired = threading.Event()
-
-            def overdue() -> None:
-                expired.set()
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-
-            watchdog = threading.Timer(self.timeout, overdue)
-            watchdog.daemon = True
-            watchdog.start()
-            try:
-                code = proc.wait()
-            finally:
-                watchdog.cancel()
+            code, expired = wait_bounded(proc, self.timeout)
             elapsed = time.perf_counter() - started
             self.cleanup.stop(proc)
-        if expired.is_set():
+        if expired:
             raise BenchError(f"{name}: still running after {self.timeout:g}s\n{tail(log_path)}")
         if code != 0:
             raise BenchError(f"{name}: exit code {code}\n{tail(log_path)}")
