@@ -40,9 +40,5 @@ class MigrationError(LoraManagerError):
     exit_code = ExitCode.FAILURE
 
 
-class CheckFailedError(LoraManagerError):
-    exit_code = ExitCode.CHECK_FAILED
-
-
 class SchemaNotAtHeadError(LoraManagerError):
     exit_code = ExitCode.SCHEMA_NOT_AT_HEAD

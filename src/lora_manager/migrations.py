@@ -41,7 +41,6 @@ from sqlalchemy.exc import SAWarning, SQLAlchemyError
 from lora_manager.config import Settings
 from lora_manager.db import database_target, make_engine, short_error, wait_for_database
 from lora_manager.errors import (
-    CheckFailedError,
     MigrationError,
     SchemaNotAtHeadError,
 )
@@ -462,11 +461,6 @@ class MigrationRunner:
                     f"models and migrations differ: {diff}" for diff in self.drift(connection)
                 )
         return problems
-
-    def ensure_checked(self) -> None:
-        problems = self.check()
-        if problems:
-            raise CheckFailedError("\n".join(problems))
 
     @staticmethod
     def drift(connection: Connection) -> list[Any]:

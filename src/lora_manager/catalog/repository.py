@@ -206,17 +206,6 @@ def adapter_by_real_path(session: Session, real_path: str) -> Adapter | None:
     return session.scalar(select(Adapter).where(Adapter.real_path == real_path))
 
 
-def name_version_taken(
-    session: Session, name: str, version: str | None, except_id: str | None
-) -> bool:
-    if version is None:
-        return False  # the unique index lets NULL versions repeat
-    query = select(Adapter.id).where(Adapter.name == name, Adapter.version == version)
-    if except_id is not None:
-        query = query.where(Adapter.id != except_id)
-    return session.scalar(query.limit(1)) is not None
-
-
 def active_adapters(session: Session) -> list[Adapter]:
     """The active adapters in prompt order: ordinal, then name."""
     query = (
@@ -342,16 +331,6 @@ def delete_adapters(session: Session, adapter_ids: Sequence[str]) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def set_active(session: Session, adapter_ids: Sequence[str], active: bool, *, now: Any) -> int:
-    values: dict[str, Any] = {"active": active, "updated_at": now}
-    if not active:
-        values["ordinal"] = None
-    result = session.execute(
-        update(Adapter).where(Adapter.id.in_(list(adapter_ids))).values(**values)
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
 def ingest_state(session: Session) -> list[Any]:
     """What a rescan compares against: one light row per adapter with a file path."""
     return list(
@@ -368,16 +347,6 @@ def ingest_state(session: Session) -> list[Any]:
             )
         ).all()
     )
-
-
-def adapters_by_sha256(session: Session, digests: Iterable[str]) -> dict[str, list[Adapter]]:
-    wanted = list({d for d in digests if d})
-    found: dict[str, list[Adapter]] = {}
-    for chunk_start in range(0, len(wanted), 500):
-        chunk = wanted[chunk_start : chunk_start + 500]
-        for adapter in session.scalars(select(Adapter).where(Adapter.sha256.in_(chunk))):
-            found.setdefault(adapter.sha256 or "", []).append(adapter)
-    return found
 
 
 def mark_missing(session: Session, adapter_ids: Sequence[str], *, now: Any) -> int:

@@ -8,10 +8,12 @@ as problems with a reason, and the walk goes on.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import os
 import re
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +113,35 @@ def scan(
             _scan_folder(folder, real_root, ignored, stack, seen_files, result)
     result.files = list(seen_files.values())
     return result
+
+
+def scan_file(path: Path, root: str, *, ignore: Sequence[str] = ()) -> ScannedFile:
+    """One model file, with its folder's listing as a walk would record it (POST /adapters).
+    Raises FileNotFoundError when `path` is not a model file."""
+    real_path = os.path.realpath(path)
+    fmt = model_format(os.path.basename(real_path))
+    if fmt is None or not os.path.isfile(real_path):
+        raise FileNotFoundError(f"{path} is not a model file")
+    ignored = ignore_matcher(ignore)
+    neighbours: dict[str, tuple[int, int]] = {}
+    with os.scandir(os.path.dirname(real_path)) as entries:
+        for entry in entries:
+            if ignored(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                info = entry.stat()
+                if stat.S_ISREG(info.st_mode):
+                    neighbours[entry.name] = (info.st_size, info.st_mtime_ns)
+    info = os.stat(real_path)
+    return ScannedFile(
+        path=Path(path),
+        real_path=real_path,
+        root=root,
+        size=info.st_size,
+        mtime_ns=info.st_mtime_ns,
+        file_format=fmt,
+        neighbours=neighbours,
+    )
 
 
 def _scan_folder(

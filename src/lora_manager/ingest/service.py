@@ -45,7 +45,7 @@ from lora_manager.ingest.safetensors import (
     describe_header,
     read_header,
 )
-from lora_manager.ingest.scanner import ScannedFile, model_format, scan
+from lora_manager.ingest.scanner import ScannedFile, scan, scan_file
 from lora_manager.ingest.sidecars import (
     AdapterMetadata,
     SidecarFiles,
@@ -202,32 +202,14 @@ class Importer:
         root = root_of(path, roots)
         if root is None:
             raise PathOutsideRootsError(f"{path} is outside the library roots (LORA_ROOTS)")
-        target = real(path)
-        fmt = model_format(target.name)
-        if fmt is None or not target.is_file():
-            raise FileNotFoundError(f"{path} is not a model file")
-        info = target.stat()
-        neighbours = {
-            entry.name: (entry.stat().st_size, entry.stat().st_mtime_ns)
-            for entry in target.parent.iterdir()
-            if entry.is_file()
-        }
-        scanned = ScannedFile(
-            path=Path(path),
-            real_path=str(target),
-            root=str(root),
-            size=info.st_size,
-            mtime_ns=info.st_mtime_ns,
-            file_format=fmt,
-            neighbours=neighbours,
-        )
+        scanned = scan_file(path, str(root), ignore=self.settings.import_ignore)
         summary = ImportSummary()
         with self._lock(), self._writer() as factory:
             self._sync(factory, [scanned], [], summary)
         if summary.failed and not summary.new + summary.updated + summary.moved:
             raise ImportError_(f"{path}: {summary.failures[0]['reason']}")
         with self.session_factory() as session:
-            adapter = repository.adapter_by_real_path(session, str(target))
+            adapter = repository.adapter_by_real_path(session, scanned.real_path)
             if adapter is None:
                 raise ImportError_(f"{path} could not be registered")
             return adapter
@@ -569,6 +551,7 @@ class Importer:
 
 
 def path_under(path: str, roots: Sequence[str]) -> bool:
+    """`paths.inside` for paths already real: string checks, no realpath per stored row."""
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
