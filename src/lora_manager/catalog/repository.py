@@ -282,18 +282,24 @@ def replace_tags(session: Session, adapter: Adapter, *, new: bool = False) -> No
         )
 
 
-def refresh_search(
-    session: Session, adapters: Sequence[Adapter], *, new_ids: frozenset[str] = frozenset()
-) -> None:
-    """Recompute search_text and, on SQLite, the FTS5 rows of `adapters` (flushed first).
-    `new_ids` were just created: they have no FTS rows to remove."""
-    if not adapters:
-        return
+def refresh_search(session: Session, adapters: Sequence[Adapter]) -> None:
+    """Recompute search_text of `adapters` and index it."""
     for adapter in adapters:
         adapter.search_text = build_search_text(adapter)
+    index_search(session, adapters)
+
+
+def index_search(
+    session: Session, adapters: Sequence[Adapter], *, new_ids: frozenset[str] = frozenset()
+) -> None:
+    """Put the adapters' current search_text into the SQLite FTS5 table (flushed first);
+    `new_ids` were just created and have no rows to remove. PostgreSQL's GIN index follows
+    search_text by itself."""
+    if not adapters:
+        return
     session.flush()
     if session.get_bind().dialect.name != "sqlite":
-        return  # PostgreSQL's GIN index follows search_text by itself
+        return
     forget_search(session, [adapter.id for adapter in adapters if adapter.id not in new_ids])
     session.execute(
         text("INSERT INTO adapter_fts (adapter_id, body) VALUES (:id, :body)"),

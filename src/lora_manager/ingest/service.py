@@ -333,7 +333,7 @@ class Importer:
         new_ids = frozenset(a.id for a in adapters if a.id in self.created)
         for adapter in adapters:
             repository.replace_tags(session, adapter, new=adapter.id in new_ids)
-        repository.refresh_search(session, adapters, new_ids=new_ids)
+        repository.index_search(session, adapters, new_ids=new_ids)  # text set in _apply
         if not self.dry_run:
             session.commit()
 
