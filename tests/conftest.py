@@ -1,4 +1,4 @@
-"""Shared fixtures: a real PostgreSQL server per session, fresh databases per test."""
+"""Shared fixtures: real PostgreSQL and Redis servers per session, fresh databases per test."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.postgres import PostgresServer, running_postgres
+from tests.support.redis import RedisServer, flush, running_redis
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sys.executable).parent
@@ -25,6 +26,19 @@ def pg_server() -> Iterator[PostgresServer]:
 def pg_url(pg_server: PostgresServer) -> str:
     """A fresh, empty PostgreSQL database."""
     return pg_server.create_database()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis server, emptied (FLUSHALL) for this test."""
+    flush(redis_server.url)
+    return redis_server.url
 
 
 @pytest.fixture

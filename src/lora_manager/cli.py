@@ -130,27 +130,42 @@ def serve(
             help="Wait for the database and upgrade to head first (MIGRATE_ON_STARTUP)",
         ),
     ] = None,
+    worker: Annotated[
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Also consume the job queue in this process (IN_PROCESS_WORKER; "
+            "default: on when REDIS_URL is unset)",
+        ),
+    ] = None,
 ) -> None:
-    """Run the API server."""
+    """Run the API server (and, on the embedded default, a queue consumer with it)."""
     import uvicorn
 
     from lora_manager.api import create_app
     from lora_manager.api.app import migrate_to_head
 
-    settings = _settings(host=host, port=port, migrate_on_startup=migrate)
+    settings = _settings(host=host, port=port, migrate_on_startup=migrate, in_process_worker=worker)
     if settings.migrate_on_startup:
         migrate_to_head(settings)
-    api = create_app(settings, migrate_on_startup=False)
+    api = create_app(settings, migrate_on_startup=False, run_worker=settings.runs_worker_in_process)
     uvicorn.run(api, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
 
 
 @app.command()
 @friendly_errors
-def worker() -> None:
-    """Run a worker: waits until the schema is at head, then consumes jobs."""
+def worker(
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", "-w", min=1, max=64, help="Jobs run at once (WORKER_THREADS, default 4)"
+        ),
+    ] = None,
+) -> None:
+    """Run a worker: waits until the schema is at head, then consumes delivery jobs."""
     from lora_manager.worker import Worker
 
-    process = Worker(_settings(), echo=say)
+    process = Worker(_settings(), echo=say, threads=workers)
     process.install_signal_handlers()
     raise typer.Exit(process.run())
 

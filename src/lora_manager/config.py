@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         description="Glob patterns of file and folder names the importer skips (',' separated)",
     )
     import_workers: int = Field(0, ge=0, description="Hashing threads; 0 = one per core")
-    # Delivery back ends (the job queue that calls them arrives with the deliveries).
+    # Delivery back ends.
     delivery_http_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="URL prefixes webhooks may call (',' separated); nothing else is called",
@@ -78,6 +78,31 @@ class Settings(BaseSettings):
         default_factory=dict, description="Default txt2img parameters (JSON object)"
     )
     results_dir: Path = Field(Path("./data/results"), description="Where images are saved")
+    # The job queue: Huey on Redis when REDIS_URL is set, else on a SQLite file.
+    queue_path: Path | None = Field(
+        None, description="SQLite queue file; default: lora-manager-queue.db next to the database"
+    )
+    worker_threads: int = Field(4, ge=1, le=64, description="Jobs one worker process runs at once")
+    in_process_worker: bool | None = Field(
+        None, description="`serve` also consumes the queue; default: on when REDIS_URL is unset"
+    )
+    job_max_attempts: int = Field(3, ge=1, le=20, description="Tries of a job that keeps failing")
+    job_retry_delay: float = Field(
+        5.0, ge=0, description="Seconds before the first retry; doubles each time"
+    )
+    job_retry_max_delay: float = Field(300.0, ge=0, description="Longest wait between retries (s)")
+    job_lease_seconds: float = Field(
+        30.0, gt=0, description="A running job's lease; renewed at a third of it"
+    )
+    job_sweep_interval: float = Field(
+        10.0, gt=0, description="How often workers look for expired leases and lost jobs (s)"
+    )
+    job_requeue_after: float = Field(
+        60.0, gt=0, description="A due pending job is queued again after this long (s)"
+    )
+    worker_shutdown_timeout: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long running jobs may take to finish (s)"
+    )
     schema_check_interval: float = Field(
         2.0, ge=0, description="Seconds the API trusts its last 'schema at head' answer"
     )
@@ -121,6 +146,19 @@ class Settings(BaseSettings):
     def resolved_roots(self) -> list[Path]:
         """Library roots as absolute real paths (what confinement checks compare against)."""
         return [Path(os.path.realpath(root)) for root in self.lora_roots]
+
+    @property
+    def queue_file(self) -> Path:
+        """The SQLite queue's file (used when REDIS_URL is unset)."""
+        if self.queue_path is not None:
+            return self.queue_path
+        database = self.sqlite_path
+        folder = database.parent if database is not None else Path("./data")
+        return folder / "lora-manager-queue.db"
+
+    @property
+    def runs_worker_in_process(self) -> bool:
+        return self.in_process_worker if self.in_process_worker is not None else not self.redis_url
 
     @property
     def is_sqlite(self) -> bool:

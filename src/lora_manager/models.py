@@ -183,6 +183,8 @@ class DeliveryJob(Base):
         Index("idx_deliveryjob_status", "status"),
         Index("idx_deliveryjob_created_at", "created_at"),
         Index("idx_deliveryjob_mode", "mode"),
+        Index("ix_deliveryjob_status_lease", "status", "lease_expires_at"),
+        Index("ix_deliveryjob_status_due", "status", "next_attempt_at"),
     )
 
     id: Mapped[str] = mapped_column(String, primary_key=True, default=new_id)
@@ -200,6 +202,18 @@ class DeliveryJob(Base):
     is_favorite: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     rating_updated_at: Mapped[datetime | None] = mapped_column(DateTime)
     favorite_updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    # The job queue (revision a7d2f5c8e3b6)
+    negative_prompt: Mapped[str | None] = mapped_column(Text)
+    adapters: Mapped[list[Any] | None] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3, server_default=text("3"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    progress: Mapped[float | None] = mapped_column(Float)
 
 
 class RecommendationSession(Base):

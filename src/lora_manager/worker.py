@@ -1,5 +1,5 @@
 """The worker process: waits for the database and for the schema to reach head, then
-consumes until SIGTERM or SIGINT. (The queue it consumes arrives with the deliveries.)"""
+consumes the delivery queue until SIGTERM or SIGINT, letting running jobs finish."""
 
 from __future__ import annotations
 
@@ -15,11 +15,18 @@ from lora_manager.migrations import MigrationRunner
 log = logging.getLogger(__name__)
 
 SCHEMA_POLL_INTERVAL = 1.0
+HEALTH_CHECK_INTERVAL = 5.0
 
 
 class Worker:
-    def __init__(self, settings: Settings, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        echo: Callable[[str], None] | None = None,
+        threads: int | None = None,
+    ) -> None:
         self.settings = settings
+        self.threads = threads or settings.worker_threads
         self.echo = echo or log.info
         self.stopping = threading.Event()
 
@@ -56,7 +63,14 @@ class Worker:
         if not self.wait_for_schema():
             self.echo("worker: stopped before the schema reached head")
             return 0
-        self.echo("worker: schema at head, consuming")
-        self.stopping.wait()
+        from lora_manager.deliveries.consumer import QueueConsumer
+
+        self.echo("worker: schema at head")
+        consumer = QueueConsumer(self.settings, self.threads, echo=self.echo)
+        consumer.start()
+        while not self.stopping.wait(HEALTH_CHECK_INTERVAL):
+            consumer.check_health()
+        self.echo("worker: finishing running jobs")
+        consumer.stop()
         self.echo("worker: stopped cleanly")
         return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,8 +17,11 @@ from lora_manager.api.schema_gate import SchemaGate
 from lora_manager.catalog.routes import router as catalog_router
 from lora_manager.config import Settings, get_settings
 from lora_manager.db import make_engine, make_session_factory
+from lora_manager.deliveries.queue import DeliveryQueue
+from lora_manager.deliveries.routes import jobs_router as deliveries_router
 from lora_manager.deliveries.routes import router as compose_router
 from lora_manager.ingest.routes import router as imports_router
+from lora_manager.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +40,14 @@ def migrate_to_head(settings: Settings) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, *, migrate_on_startup: bool | None = None
+    settings: Settings | None = None,
+    *,
+    migrate_on_startup: bool | None = None,
+    run_worker: bool = False,
 ) -> FastAPI:
     """Build the API. With `migrate_on_startup` (default: the setting) the schema is brought
-    to head before the first request is served."""
+    to head before the first request is served; with `run_worker` a queue consumer runs in
+    this process once the schema is at head."""
     settings = settings or get_settings()
     migrate = settings.migrate_on_startup if migrate_on_startup is None else migrate_on_startup
 
@@ -47,7 +55,17 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if migrate:
             await anyio.to_thread.run_sync(migrate_to_head, settings)
+        worker = thread = None
+        if run_worker:
+            # The same worker as `lora-manager worker`, in a thread: it waits for the schema.
+            worker = Worker(settings, echo=log.info)
+            thread = threading.Thread(target=worker.run, name="in-process-worker", daemon=True)
+            thread.start()
         yield
+        if worker is not None and thread is not None:
+            worker.stopping.set()
+            await anyio.to_thread.run_sync(thread.join)
+        app.state.queue.close()
         app.state.engine.dispose()
 
     app = FastAPI(
@@ -61,6 +79,7 @@ def create_app(
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.schema_gate = SchemaGate(engine, settings.schema_check_interval)
+    app.state.queue = DeliveryQueue(settings)
 
     install_error_handlers(app)
     app.include_router(health_router)
@@ -68,6 +87,7 @@ def create_app(
     app.include_router(catalog_router, prefix="/v1", dependencies=protected)
     app.include_router(imports_router, prefix="/v1", dependencies=protected)
     app.include_router(compose_router, prefix="/v1", dependencies=protected)
+    app.include_router(deliveries_router, prefix="/v1", dependencies=protected)
     return app
 
 

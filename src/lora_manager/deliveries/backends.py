@@ -23,6 +23,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -166,8 +167,16 @@ def url_allowed(url: str, allowlist: list[str]) -> bool:
     return False
 
 
-def deliver_http(settings: Settings, request: DeliveryRequest, *, url: str) -> DeliveryResult:
-    """POST the request as JSON to an allow-listed webhook; 2xx is success."""
+def deliver_http(
+    settings: Settings,
+    request: DeliveryRequest,
+    *,
+    url: str,
+    client: httpx.Client | None = None,
+) -> DeliveryResult:
+    """POST the request as JSON to an allow-listed webhook; 2xx is success.
+
+    `client` (a worker's shared one) must not follow redirects; default: a new client."""
     if not url_allowed(url, settings.delivery_http_allowlist):
         raise DeliveryError("URL not in DELIVERY_HTTP_ALLOWLIST", transient=False)
     target = httpx.URL(url)
@@ -180,12 +189,18 @@ def deliver_http(settings: Settings, request: DeliveryRequest, *, url: str) -> D
     }
     shown = safe_url(target)
     try:
-        with (
-            httpx.Client(
-                timeout=settings.delivery_http_timeout, follow_redirects=False, trust_env=False
-            ) as client,
-            client.stream("POST", target, json=payload) as response,
-        ):
+        with contextlib.ExitStack() as stack:
+            if client is None:
+                client = stack.enter_context(
+                    httpx.Client(
+                        timeout=settings.delivery_http_timeout,
+                        follow_redirects=False,
+                        trust_env=False,
+                    )
+                )
+            response = stack.enter_context(
+                client.stream("POST", target, json=payload, follow_redirects=False)
+            )
             body, cut = _read_bounded(response, HTTP_BODY_EXCERPT)
     except httpx.HTTPError as exc:
         raise _transport_error(f"webhook {shown}", exc) from None
@@ -244,8 +259,14 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def deliver_cli(settings: Settings, request: DeliveryRequest) -> DeliveryResult:
-    """Run DELIVERY_CLI_COMMAND with the prompt as last argument or on stdin."""
+def deliver_cli(
+    settings: Settings,
+    request: DeliveryRequest,
+    *,
+    cancel: Callable[[], bool] | None = None,
+) -> DeliveryResult:
+    """Run DELIVERY_CLI_COMMAND with the prompt as last argument or on stdin; `cancel`
+    returning true stops it (its whole process group)."""
     command = list(settings.delivery_cli_command)
     if not command:
         raise DeliveryError("DELIVERY_CLI_COMMAND is not set", transient=False)
@@ -282,13 +303,19 @@ def deliver_cli(settings: Settings, request: DeliveryRequest) -> DeliveryResult:
             args=(process.stdin, request.prompt.encode("utf-8")),
             daemon=True,
         ).start()
-    timed_out = False
-    try:
-        process.wait(timeout=settings.delivery_cli_timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_group(process)
-        process.wait()
+    timed_out = cancelled = False
+    deadline = time.monotonic() + settings.delivery_cli_timeout
+    while True:
+        try:
+            process.wait(timeout=min(PROGRESS_INTERVAL, max(deadline - time.monotonic(), 0)))
+            break
+        except subprocess.TimeoutExpired:
+            timed_out = time.monotonic() >= deadline
+            cancelled = cancel is not None and cancel()
+            if timed_out or cancelled:
+                _kill_group(process)
+                process.wait()
+                break
     for reader in readers:
         reader.join(timeout=5)  # a descendant that left the group may hold the pipe open
     stdout, stderr = readers[0].text(), readers[1].text()
@@ -299,6 +326,8 @@ def deliver_cli(settings: Settings, request: DeliveryRequest) -> DeliveryResult:
         "stdout": stdout,
         "stderr": stderr,
     }
+    if cancelled:
+        raise DeliveryError("cancelled", transient=False, detail=summary)
     if timed_out:
         raise DeliveryError(
             f"command {name!r} timed out after {settings.delivery_cli_timeout:g} s",

@@ -1,8 +1,12 @@
-"""Pydantic shapes of the compose API."""
+"""Pydantic shapes of the compose and delivery-job API."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ComposeIn(BaseModel):
@@ -47,3 +51,128 @@ class ComposeOut(BaseModel):
     adapters: list[ComposedAdapterOut]
     triggers: list[str]
     skipped: list[SkippedOut]
+
+
+# --- delivery jobs ----------------------------------------------------------------------------
+
+
+class Mode(StrEnum):
+    http = "http"
+    cli = "cli"
+    sdnext = "sdnext"
+
+
+class JobStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class JobSort(StrEnum):
+    created_at = "created_at"
+    started_at = "started_at"
+    finished_at = "finished_at"
+    rating = "rating"
+    status = "status"
+
+
+class DeliverySpec(BaseModel):
+    """Where a prompt goes: the back end and its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode = Field(description="http (webhook), cli (local command) or sdnext (txt2img)")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="http: {url, data}; cli: none; sdnext: steps, sampler_name, cfg_scale, "
+        "width, height, seed, batch_size, n_iter",
+    )
+    max_attempts: int | None = Field(
+        None, ge=1, le=20, description="Tries before a job that keeps failing transiently fails"
+    )
+
+
+class DeliveryIn(DeliverySpec):
+    """A prompt to deliver: typed in full, or composed from adapters in the same call."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "mode": "sdnext",
+                    "prompt": "<lora:ink-style:0.8> a cat",
+                    "params": {"steps": 20, "width": 512, "height": 512},
+                },
+                {
+                    "mode": "http",
+                    "compose": {"prefix": "a cat"},
+                    "params": {"url": "https://hooks.example.com/lora"},
+                },
+            ]
+        },
+    )
+
+    prompt: str | None = Field(None, min_length=1, max_length=20_000)
+    negative_prompt: str | None = Field(None, max_length=10_000)
+    compose: ComposeIn | None = Field(None, description="Compose the prompt instead of typing it")
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> DeliveryIn:
+        if (self.prompt is None) == (self.compose is None):
+            raise ValueError("give exactly one of prompt and compose")
+        if self.compose is not None and self.negative_prompt is not None:
+            raise ValueError("with compose, put negative_prompt inside compose")
+        return self
+
+
+class ComposeAndDeliverIn(ComposeIn):
+    deliver: DeliverySpec | None = Field(None, description="Also queue a delivery of the prompt")
+
+
+class JobOut(BaseModel):
+    id: str
+    status: str = Field(description="pending, running, succeeded, failed or cancelled")
+    mode: str
+    prompt: str
+    negative_prompt: str | None
+    adapters: list[dict[str, Any]]
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+    images: list[str] = Field(description="URLs of the produced images")
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    progress: float | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime | None
+    rating: int | None
+    rating_updated_at: datetime | None
+    is_favorite: bool
+    favorite_updated_at: datetime | None
+
+
+class JobPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[JobOut]
+
+
+class ComposeAndDeliverOut(ComposeOut):
+    job: JobOut | None = None
+
+
+class RatingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rating: int | None = Field(..., ge=1, le=5, description="1 to 5, or null to clear")
+
+
+class FavoriteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    favorite: bool

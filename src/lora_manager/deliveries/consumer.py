@@ -1,0 +1,140 @@
+"""A queue consumer: Huey's worker threads running jobs, plus this process's lease keeper and
+the sweeper that gives a dead worker's jobs (and jobs whose message was lost) back to the queue.
+
+Used by `lora-manager worker` (its own process) and by `lora-manager serve` on the embedded
+default (inside the API process). The caller handles signals; `stop()` shuts down gracefully.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from huey.consumer import Consumer
+
+from lora_manager.config import Settings
+from lora_manager.db import make_engine
+from lora_manager.deliveries import queue as job_queue
+from lora_manager.deliveries import repository as jobs
+from lora_manager.deliveries.runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+# Longest pause between two polls of an idle SQLite queue (Redis blocks instead of polling).
+MAX_POLL_DELAY = 0.5
+# How often running jobs are checked for cancel requests (leases renew at a third of theirs).
+KEEPER_TICK = 1.0
+
+
+class _QuietConsumer(Consumer):
+    """Huey's consumer without its signal handlers: the process owner installs its own."""
+
+    def _set_signal_handlers(self) -> None:
+        pass
+
+
+class QueueConsumer:
+    def __init__(
+        self, settings: Settings, threads: int, echo: Callable[[str], None] | None = None
+    ) -> None:
+        self.settings = settings
+        self.echo = echo or log.info
+        # Huey logs every task at INFO; the runner logs each job's outcome instead.
+        logging.getLogger("huey").setLevel(max(logging.WARNING, logging.getLogger().level))
+        self.engine = make_engine(settings, sqlite_writer=True)
+        self.runner = JobRunner(settings, self.engine)
+        self.queue = job_queue.DeliveryQueue(settings, run=self.runner.run)
+        self.runner.enqueue = lambda job_id, delay: self.queue.enqueue(job_id, delay=delay)
+        self.threads = threads
+        self._stopping = threading.Event()
+        self._huey = _QuietConsumer(
+            self.queue.huey,
+            workers=threads,
+            worker_type="thread",
+            periodic=False,
+            initial_delay=0.05,
+            max_delay=MAX_POLL_DELAY,
+            check_worker_health=True,
+        )
+        self._background = [
+            threading.Thread(target=self._keep_leases, name="lease-keeper", daemon=True),
+            threading.Thread(target=self._sweep, name="lease-sweeper", daemon=True),
+        ]
+
+    def start(self) -> None:
+        self.echo(
+            f"worker: consuming {job_queue.describe(self.settings)} with {self.threads} "
+            f"thread(s) as {self.runner.owner}"
+        )
+        self._huey.start()
+        for thread in self._background:
+            thread.start()
+
+    def check_health(self) -> None:
+        """Restart a Huey worker thread that died (call now and then from the owner's loop)."""
+        self._huey.check_worker_health()
+
+    def stop(self) -> None:
+        """Let running jobs finish (up to WORKER_SHUTDOWN_TIMEOUT), then hand back the rest."""
+        self._huey.shutdown_timeout = self.settings.worker_shutdown_timeout
+        self._huey.stop(graceful=True)
+        still = list(self.runner.held())
+        if still:
+            released = jobs.release_owned(self.engine, self.runner.owner)
+            self.runner.stop_all()
+            for job_id in released:
+                self._enqueue_quietly(job_id)
+            self.echo(f"worker: handed {len(released)} unfinished job(s) back to the queue")
+        self._stopping.set()
+        for thread in self._background:
+            if thread.is_alive():
+                thread.join(timeout=5)
+        self.runner.close()
+        self.queue.close()
+        self.engine.dispose()
+
+    # -- background loops ------------------------------------------------------------------
+
+    def _keep_leases(self) -> None:
+        while not self._stopping.wait(min(KEEPER_TICK, self.settings.job_lease_seconds / 3)):
+            try:
+                self.runner.keep_leases()
+            except Exception as exc:  # the database may be briefly away
+                log.warning("lease keeper: %s", exc)
+
+    def _sweep(self) -> None:
+        while not self._stopping.wait(self.settings.job_sweep_interval):
+            try:
+                self.sweep()
+            except Exception as exc:  # try again next round
+                log.warning("sweeper: %s", exc)
+
+    def sweep(self) -> int:
+        """One round: expired leases back to pending (or ended), lost messages queued again."""
+        requeued = 0
+        for job_id, attempts, limit, cancel in jobs.expired_leases(self.engine):
+            error = f"worker lost: lease expired during attempt {attempts} of {limit}"
+            if cancel:
+                status = jobs.CANCELLED
+            elif attempts >= limit:
+                status = jobs.FAILED
+            else:
+                status = jobs.PENDING
+            if jobs.release_expired(self.engine, job_id, status=status, error=error):
+                log.warning("job %s: %s; now %s", job_id, error, status)
+                if status == jobs.PENDING and self._enqueue_quietly(job_id):
+                    requeued += 1
+        if self.queue.backlog() == 0:
+            for job_id in jobs.overdue_pending(self.engine, self.settings.job_requeue_after):
+                if self._enqueue_quietly(job_id):
+                    requeued += 1
+        return requeued
+
+    def _enqueue_quietly(self, job_id: str) -> bool:
+        try:
+            self.queue.enqueue(job_id)
+        except job_queue.QueueError as exc:
+            log.warning("job %s: %s; will try again", job_id, exc)
+            return False
+        return True

@@ -1,0 +1,121 @@
+"""The job queue: Huey on Redis when REDIS_URL is set, else on a SQLite file.
+
+The queue carries job ids only; the `deliveryjob` row decides whether a job runs (see
+`repository`). Messages are JSON, never pickle: whoever can write to Redis must not be able to
+run code in a worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from huey import Huey, RedisHuey, SqliteHuey
+from huey.registry import Message
+from huey.serializer import Serializer
+
+from lora_manager.config import Settings
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "lora-manager"
+TASK_NAME = "deliver"
+_TIMES = ("eta", "expires_resolved")
+
+
+class QueueError(Exception):
+    """The queue could not be reached or its message could not be read."""
+
+
+class JsonSerializer(Serializer):
+    """Huey messages as JSON: plain fields, times as ISO text, no nested tasks."""
+
+    def _serialize(self, data: Any) -> bytes:
+        if not isinstance(data, Message):
+            raise QueueError(f"only task messages are queued, not {type(data).__name__}")
+        fields = data._asdict()
+        if fields.get("on_complete") or fields.get("on_error") or fields.get("chord_config"):
+            raise QueueError("pipelines and chords are not used by LoRA Manager")
+        for name in _TIMES:
+            if isinstance(fields.get(name), datetime):
+                fields[name] = fields[name].isoformat()
+        return json.dumps(fields, separators=(",", ":")).encode("utf-8")
+
+    def _deserialize(self, data: bytes) -> Any:
+        try:
+            fields = json.loads(data)
+            if not isinstance(fields, dict):
+                raise ValueError("not an object")
+            for name in _TIMES:
+                if fields.get(name):
+                    fields[name] = datetime.fromisoformat(fields[name])
+            fields["args"] = tuple(fields.get("args") or ())
+            return Message(**{key: fields.get(key) for key in Message._fields})
+        except (ValueError, TypeError) as exc:
+            raise QueueError(f"unreadable queue message: {exc}") from None
+
+
+def make_huey(settings: Settings) -> Huey:
+    serializer = JsonSerializer()
+    if settings.redis_url:
+        return RedisHuey(
+            QUEUE_NAME, url=settings.redis_url, results=False, serializer=serializer, utc=True
+        )
+    path = settings.queue_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey(
+        QUEUE_NAME, filename=str(path), results=False, serializer=serializer, utc=True
+    )
+
+
+def describe(settings: Settings) -> str:
+    """Where the queue lives, without credentials."""
+    if settings.redis_url:
+        parts = urlsplit(settings.redis_url)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+        return f"Redis ({parts.scheme}://{host}{port}{parts.path})"
+    return f"SQLite ({settings.queue_file})"
+
+
+class DeliveryQueue:
+    """Enqueue job ids; a worker registers `run` to execute them."""
+
+    def __init__(self, settings: Settings, run: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.huey = make_huey(settings)
+        self._run = run or _not_here
+        self.task = self.huey.task(name=TASK_NAME)(self._execute)
+
+    def _execute(self, job_id: str) -> None:
+        self._run(job_id)
+
+    def enqueue(self, job_id: str, *, delay: float = 0.0) -> None:
+        """Queue a job id, at once or after `delay` seconds; QueueError if unreachable."""
+        try:
+            if delay > 0:
+                self.task.schedule((job_id,), delay=delay)
+            else:
+                self.task(job_id)
+        except QueueError:
+            raise
+        except Exception as exc:  # redis and sqlite3 raise their own kinds
+            raise QueueError(f"queue unreachable ({type(exc).__name__})") from None
+
+    def backlog(self) -> int:
+        """Messages waiting to be taken (not the scheduled retries)."""
+        return int(self.huey.pending_count())
+
+    def close(self) -> None:
+        storage = self.huey.storage
+        close = getattr(storage, "close", None)
+        if close is not None:
+            close()
+
+
+def _not_here(job_id: str) -> None:
+    raise RuntimeError(f"job {job_id} reached a queue with no worker attached")
