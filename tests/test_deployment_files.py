@@ -45,6 +45,7 @@ MANIFESTS = {
     "worker-deployment.yaml": ("Deployment", "lora-manager-worker"),
     "migrate-job.yaml": ("Job", "lora-manager-migrate"),
     "service.yaml": ("Service", "lora-manager-api"),
+    "results-pvc.yaml": ("PersistentVolumeClaim", "lora-manager-results"),
 }
 COMPOSE_CMD = "docker compose -f infrastructure/docker/docker-compose.yml"
 MIGRATE_CMD = f"{COMPOSE_CMD} --profile migration run --rm migrate"
@@ -337,7 +338,13 @@ def test_backend_env_points_at_the_compose_services() -> None:
     assert DATABASE_URL_LINE in BACKEND_ENV.read_text().splitlines()
     assert "development" in BACKEND_ENV.read_text().lower()
     values = parse_env_file(BACKEND_ENV)
-    assert set(values) == {"DATABASE_URL", "REDIS_URL", "MIGRATE_ON_STARTUP", "DB_WAIT_TIMEOUT"}
+    assert set(values) == {
+        "DATABASE_URL",
+        "REDIS_URL",
+        "MIGRATE_ON_STARTUP",
+        "DB_WAIT_TIMEOUT",
+        "RESULTS_DIR",
+    }
     assert values["MIGRATE_ON_STARTUP"] == "true"
     assert values["DB_WAIT_TIMEOUT"] == "60"
 
@@ -548,6 +555,21 @@ def test_migrate_job_is_bounded() -> None:
     assert job["spec"]["ttlSecondsAfterFinished"] > 0
     assert pod_spec(job)["restartPolicy"] == "Never"
     assert container(job, "migrate")["command"] == [IN_IMAGE_DOCKER_DIR + "migrate.sh"]
+
+
+def test_api_and_worker_share_the_results_volume() -> None:
+    # The worker saves SDNext images; the API serves them: both must see one folder.
+    results = parse_env_file(BACKEND_ENV)["RESULTS_DIR"]
+    for name in ("api", "worker"):
+        assert f"results:{results}" in services()[name]["volumes"]
+    for filename in ("api-deployment.yaml", "worker-deployment.yaml"):
+        pod = pod_spec(manifest(filename))
+        container = pod["containers"][0]
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        claims = {v["name"]: v.get("persistentVolumeClaim", {}) for v in pod["volumes"]}
+        assert env["RESULTS_DIR"] == mounts["results"] == results
+        assert claims["results"]["claimName"] == MANIFESTS["results-pvc.yaml"][1]
 
 
 def test_worker_deployment_runs_the_worker() -> None:

@@ -19,13 +19,13 @@ from lora_manager.deliveries.schemas import (
     ComposeAndDeliverOut,
     ComposedAdapterOut,
     DeliveryIn,
-    FavoriteIn,
+    JobFavoriteIn,
     JobOut,
     JobPage,
+    JobRatingIn,
     JobSort,
     JobStatus,
     Mode,
-    RatingIn,
     SkippedOut,
 )
 
@@ -170,14 +170,14 @@ def retry_delivery(job_id: str, session: Db, settings: Config, queue: Queue) -> 
 @jobs_router.put(
     "/{job_id}/rating", response_model=JobOut, responses=JOB_ERRORS, summary="Rate 1 to 5, or clear"
 )
-def rate_delivery(job_id: str, body: RatingIn, session: Db) -> JobOut:
+def rate_delivery(job_id: str, body: JobRatingIn, session: Db) -> JobOut:
     return service.job_out(service.set_rating(session, job_id, body.rating))
 
 
 @jobs_router.put(
     "/{job_id}/favorite", response_model=JobOut, responses=JOB_ERRORS, summary="Star or unstar"
 )
-def favorite_delivery(job_id: str, body: FavoriteIn, session: Db) -> JobOut:
+def favorite_delivery(job_id: str, body: JobFavoriteIn, session: Db) -> JobOut:
     return service.job_out(service.set_favorite(session, job_id, body.favorite))
 
 

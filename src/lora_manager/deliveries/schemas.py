@@ -168,11 +168,11 @@ class ComposeAndDeliverOut(ComposeOut):
     job: JobOut | None = None
 
 
-class RatingIn(BaseModel):
+class JobRatingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rating: int | None = Field(..., ge=1, le=5, description="1 to 5, or null to clear")
 
 
-class FavoriteIn(BaseModel):
+class JobFavoriteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     favorite: bool
