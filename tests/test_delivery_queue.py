@@ -294,3 +294,28 @@ def test_serve_runs_jobs_in_process_unless_told_not_to(
             assert status == "pending" and hook.requests == []
         else:
             assert status == "succeeded" and len(hook.requests) == 1
+
+
+def test_a_briefly_busy_database_does_not_lose_a_jobs_end() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from lora_manager.deliveries.runner import DB_TRIES, with_db_retries
+
+    calls: list[int] = []
+
+    def busy_twice() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("UPDATE", {}, Exception("database is locked"))
+        return "ended"
+
+    assert with_db_retries("job x", busy_twice) == "ended" and len(calls) == 3
+
+    def always_busy() -> str:
+        calls.append(1)
+        raise OperationalError("UPDATE", {}, Exception("database is locked"))
+
+    calls.clear()
+    with pytest.raises(OperationalError):
+        with_db_retries("job x", always_busy)
+    assert len(calls) == DB_TRIES

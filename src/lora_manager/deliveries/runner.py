@@ -15,14 +15,17 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from lora_manager.config import Settings
+from lora_manager.db import short_error
 from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries.backends import (
     DeliveryError,
@@ -37,6 +40,24 @@ from lora_manager.models import utcnow
 log = logging.getLogger(__name__)
 
 Enqueue = Callable[[str, float], None]
+
+
+T = TypeVar("T")
+# A busy SQLite file or a PostgreSQL fail-over must not turn a finished job into a rerun.
+DB_TRIES = 5
+
+
+def with_db_retries(what: str, action: Callable[[], T]) -> T:
+    """Run a short database write, again after a pause if the database was briefly away."""
+    for attempt in range(1, DB_TRIES + 1):
+        try:
+            return action()
+        except OperationalError as exc:
+            if attempt == DB_TRIES:
+                raise
+            log.warning("%s: database busy or away (%s); trying again", what, short_error(exc))
+            time.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def make_owner() -> str:
@@ -108,7 +129,11 @@ class JobRunner:
     # -- one job ---------------------------------------------------------------------------
 
     def run(self, job_id: str) -> None:
-        if not jobs.claim(self.engine, job_id, self.owner, self.settings.job_lease_seconds):
+        lease = self.settings.job_lease_seconds
+        claimed = with_db_retries(
+            f"job {job_id}", lambda: jobs.claim(self.engine, job_id, self.owner, lease)
+        )
+        if not claimed:
             log.debug("job %s: not pending or not due, nothing to do", job_id)
             return
         stop = threading.Event()
@@ -160,7 +185,11 @@ class JobRunner:
             delay = retry_delay(self.settings, attempts)
             due = utcnow() + timedelta(seconds=delay)
             error = f"{exc.message} (attempt {attempts} of {limit}; retrying in {delay:g} s)"
-            if jobs.postpone(self.engine, job_id, self.owner, error=error, due=due):
+            postponed = with_db_retries(
+                f"job {job_id}",
+                lambda: jobs.postpone(self.engine, job_id, self.owner, error=error, due=due),
+            )
+            if postponed:
                 log.info("job %s: %s", job_id, error)
                 self._requeue(job_id, delay)
             return
@@ -168,7 +197,13 @@ class JobRunner:
         self._end(job_id, jobs.FAILED, detail, exc.message + suffix)
 
     def _end(self, job_id: str, status: str, result: str | None, error: str | None) -> None:
-        if jobs.finish(self.engine, job_id, self.owner, status=status, result=result, error=error):
+        ended = with_db_retries(
+            f"job {job_id}",
+            lambda: jobs.finish(
+                self.engine, job_id, self.owner, status=status, result=result, error=error
+            ),
+        )
+        if ended:
             log.info("job %s: %s", job_id, status)
         else:
             log.warning("job %s: lease lost before it ended; its outcome was dropped", job_id)
