@@ -96,7 +96,7 @@ class AdapterPatch(BaseModel):
     weight: float | None = Field(None, ge=-5, le=5)
     ordinal: int | None = Field(None, ge=0)
     is_favorite: bool | None = None
-    rating: int | None = Field(None, ge=1, le=5)
+    rating: int | None = Field(None, ge=1, le=5, strict=True)
     notes: str | None = Field(None, max_length=20000)
     user_tags: list[str] | None = Field(None, max_length=200)
 
@@ -104,7 +104,7 @@ class AdapterPatch(BaseModel):
 class RatingIn(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"rating": 4}, {"rating": None}]})
 
-    rating: int | None = Field(..., ge=1, le=5, description="1 to 5, or null to clear")
+    rating: int | None = Field(..., ge=1, le=5, strict=True, description="1 to 5, or null to clear")
 
 
 class FavoriteIn(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -87,9 +88,24 @@ class DeliveryQueue:
 
     def __init__(self, settings: Settings, run: Callable[[str], None] | None = None) -> None:
         self.settings = settings
-        self.huey = make_huey(settings)
         self._run = run or _not_here
-        self.task = self.huey.task(name=TASK_NAME)(self._execute)
+        self._huey: Huey | None = None
+        self._task: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def huey(self) -> Huey:
+        """Opened on first use, so building the API creates no queue file."""
+        with self._lock:
+            if self._huey is None:
+                self._huey = make_huey(self.settings)
+                self._task = self._huey.task(name=TASK_NAME)(self._execute)
+            return self._huey
+
+    @property
+    def task(self) -> Any:
+        self.huey  # noqa: B018 — opens the queue and registers the task
+        return self._task
 
     def _execute(self, job_id: str) -> None:
         self._run(job_id)
@@ -111,7 +127,9 @@ class DeliveryQueue:
         return int(self.huey.pending_count())
 
     def close(self) -> None:
-        storage = self.huey.storage
+        if self._huey is None:
+            return
+        storage = self._huey.storage
         close = getattr(storage, "close", None)
         if close is not None:
             close()

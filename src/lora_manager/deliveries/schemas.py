@@ -90,7 +90,11 @@ class DeliverySpec(BaseModel):
         "width, height, seed, batch_size, n_iter",
     )
     max_attempts: int | None = Field(
-        None, ge=1, le=20, description="Tries before a job that keeps failing transiently fails"
+        None,
+        ge=1,
+        le=20,
+        strict=True,
+        description="Tries before a job that keeps failing transiently fails",
     )
 
 
@@ -170,7 +174,7 @@ class ComposeAndDeliverOut(ComposeOut):
 
 class JobRatingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rating: int | None = Field(..., ge=1, le=5, description="1 to 5, or null to clear")
+    rating: int | None = Field(..., ge=1, le=5, strict=True, description="1 to 5, or null to clear")
 
 
 class JobFavoriteIn(BaseModel):
