@@ -65,7 +65,7 @@ class Worker:
             return 0
         from lora_manager.deliveries.consumer import QueueConsumer
 
-        self.echo("worker: schema at head")
+        self.echo("worker: schema at head, consuming")
         consumer = QueueConsumer(self.settings, self.threads, echo=self.echo)
         consumer.start()
         while not self.stopping.wait(HEALTH_CHECK_INTERVAL):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from huey.consumer import Consumer
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 MAX_POLL_DELAY = 0.5
 # How often running jobs are checked for cancel requests (leases renew at a third of theirs).
 KEEPER_TICK = 1.0
+# How long stopped jobs get to wind down (kill their command) after the shutdown timeout.
+STOP_GRACE = 5.0
 
 
 class _QuietConsumer(Consumer):
@@ -64,7 +67,7 @@ class QueueConsumer:
 
     def start(self) -> None:
         self.echo(
-            f"worker: consuming {job_queue.describe(self.settings)} with {self.threads} "
+            f"worker: queue {job_queue.describe(self.settings)}, {self.threads} "
             f"thread(s) as {self.runner.owner}"
         )
         self._huey.start()
@@ -83,6 +86,10 @@ class QueueConsumer:
         if still:
             released = jobs.release_owned(self.engine, self.runner.owner)
             self.runner.stop_all()
+            # Let the back ends see the stop (a local command is killed) before we exit.
+            deadline = time.monotonic() + STOP_GRACE
+            while self.runner.held() and time.monotonic() < deadline:
+                time.sleep(0.05)
             for job_id in released:
                 self._enqueue_quietly(job_id)
             self.echo(f"worker: handed {len(released)} unfinished job(s) back to the queue")
