@@ -36,15 +36,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("lease_expires_at", sa.DateTime(), nullable=True))
         batch.add_column(sa.Column("next_attempt_at", sa.DateTime(), nullable=True))
         batch.add_column(
-            sa.Column(
-                "cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()
-            )
+            sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false())
         )
         batch.add_column(sa.Column("progress", sa.Float(), nullable=True))
     # The sweeper's two questions: which running leases expired, which pending jobs are due.
-    op.create_index(
-        "ix_deliveryjob_status_lease", "deliveryjob", ["status", "lease_expires_at"]
-    )
+    op.create_index("ix_deliveryjob_status_lease", "deliveryjob", ["status", "lease_expires_at"])
     op.create_index("ix_deliveryjob_status_due", "deliveryjob", ["status", "next_attempt_at"])
 
 
