@@ -85,11 +85,14 @@ def make_engine(
     connect_timeout: float | None = None,
     foreign_keys: bool = True,
     sqlite_writer: bool = False,
+    pre_ping: bool = True,
 ) -> Engine:
     """The application's engine; SQLite gets foreign keys, WAL and a busy timeout.
 
     `sqlite_writer` makes every SQLite transaction BEGIN IMMEDIATE (a writer that must not
     lose its snapshot to another writer, and whose savepoints must nest): for the importer.
+    Without `pre_ping` a dropped PostgreSQL connection fails its statement instead of being
+    tested before each checkout: for callers that retry (the job worker).
     """
     ensure_sqlite_directory(settings)
     kwargs: dict[str, Any] = {}
@@ -100,7 +103,7 @@ def make_engine(
         connect_args["connect_timeout"] = max(1, int(connect_timeout))
     if not pooled:
         kwargs["poolclass"] = NullPool
-    elif not settings.is_sqlite:
+    elif not settings.is_sqlite and pre_ping:
         kwargs["pool_pre_ping"] = True
     engine = create_engine(settings.database_url, connect_args=connect_args, **kwargs)
     if settings.is_sqlite:

@@ -45,7 +45,8 @@ class QueueConsumer:
         self.echo = echo or log.info
         # Huey logs every task at INFO; the runner logs each job's outcome instead.
         logging.getLogger("huey").setLevel(max(logging.WARNING, logging.getLogger().level))
-        self.engine = make_engine(settings, sqlite_writer=True)
+        # No ping per checkout: the runner retries a statement whose connection dropped.
+        self.engine = make_engine(settings, sqlite_writer=True, pre_ping=False)
         self.runner = JobRunner(settings, self.engine)
         self.queue = job_queue.DeliveryQueue(settings, run=self.runner.run)
         self.runner.enqueue = lambda job_id, delay: self.queue.enqueue(job_id, delay=delay)

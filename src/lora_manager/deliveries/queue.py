@@ -60,15 +60,31 @@ class JsonSerializer(Serializer):
             raise QueueError(f"unreadable queue message: {exc}") from None
 
 
+class _NoRevokes:
+    """LoRA Manager cancels through the job's row, never by revoking tasks: skip Huey's
+    revocation lookup, one queue round trip per task."""
+
+    def is_revoked(self, task: Any, timestamp: Any = None, peek: bool = True) -> bool:
+        return False
+
+
+class _RedisQueue(_NoRevokes, RedisHuey):
+    pass
+
+
+class _SqliteQueue(_NoRevokes, SqliteHuey):
+    pass
+
+
 def make_huey(settings: Settings) -> Huey:
     serializer = JsonSerializer()
     if settings.redis_url:
-        return RedisHuey(
+        return _RedisQueue(
             QUEUE_NAME, url=settings.redis_url, results=False, serializer=serializer, utc=True
         )
     path = settings.queue_file
     path.parent.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey(
+    return _SqliteQueue(
         QUEUE_NAME, filename=str(path), results=False, serializer=serializer, utc=True
     )
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, delete, func, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -153,28 +153,40 @@ def delete_finished(session: Session, job_id: str) -> bool:
 # --- the worker's side: claim, renew, finish, retry, sweep --------------------------------------
 
 
-def claim(engine: Engine, job_id: str, owner: str, lease: float) -> bool:
-    """Take a due pending job: it becomes running under `owner`'s lease, one attempt more."""
+# The worker's two statements per job, built once (building them costs more than running them).
+_CLAIM = (
+    update(_job)
+    .where(
+        _job.c.id == bindparam("b_id"),
+        _job.c.status == PENDING,
+        or_(_job.c.next_attempt_at.is_(None), _job.c.next_attempt_at <= bindparam("b_now")),
+    )
+    .values(
+        status=RUNNING,
+        lease_owner=bindparam("b_owner"),
+        lease_expires_at=bindparam("b_expires"),
+        attempts=_job.c.attempts + 1,
+        started_at=func.coalesce(_job.c.started_at, bindparam("b_now")),
+        next_attempt_at=None,
+        progress=None,
+    )
+    .returning(*_job.c)
+)
+
+
+def claim(engine: Engine, job_id: str, owner: str, lease: float) -> dict[str, Any] | None:
+    """Take a due pending job: it becomes running under `owner`'s lease, one attempt more.
+    Returns the claimed row, or None when the job is not pending or not due."""
     now = utcnow()
+    params = {
+        "b_id": job_id,
+        "b_now": now,
+        "b_owner": owner,
+        "b_expires": now + timedelta(seconds=lease),
+    }
     with engine.begin() as connection:
-        result = connection.execute(
-            update(_job)
-            .where(
-                _job.c.id == job_id,
-                _job.c.status == PENDING,
-                or_(_job.c.next_attempt_at.is_(None), _job.c.next_attempt_at <= now),
-            )
-            .values(
-                status=RUNNING,
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease),
-                attempts=_job.c.attempts + 1,
-                started_at=func.coalesce(_job.c.started_at, now),
-                next_attempt_at=None,
-                progress=None,
-            )
-        )
-    return _changed(result)
+        row = connection.execute(_CLAIM, params).mappings().first()
+    return dict(row) if row is not None else None
 
 
 def renew_leases(engine: Engine, owner: str, lease: float) -> tuple[set[str], set[str]]:
@@ -203,6 +215,25 @@ def set_progress(engine: Engine, job_id: str, owner: str, progress: float) -> No
         )
 
 
+_FINISH = (
+    update(_job)
+    .where(
+        _job.c.id == bindparam("b_id"),
+        _job.c.lease_owner == bindparam("b_owner"),
+        _job.c.status == RUNNING,
+    )
+    .values(
+        status=bindparam("b_status"),
+        finished_at=bindparam("b_now"),
+        lease_owner=None,
+        lease_expires_at=None,
+        result=bindparam("b_result"),
+        last_error=bindparam("b_error"),
+        progress=func.coalesce(bindparam("b_progress"), _job.c.progress),
+    )
+)
+
+
 def finish(
     engine: Engine,
     job_id: str,
@@ -213,23 +244,17 @@ def finish(
     error: str | None,
 ) -> bool:
     """End a job this owner still holds; False if its lease was lost (the result is dropped)."""
-    values: dict[str, Any] = {
-        "status": status,
-        "finished_at": utcnow(),
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "result": result,
-        "last_error": error,
+    params = {
+        "b_id": job_id,
+        "b_owner": owner,
+        "b_status": status,
+        "b_now": utcnow(),
+        "b_result": result,
+        "b_error": error,
+        "b_progress": 1.0 if status == SUCCEEDED else None,
     }
-    if status == SUCCEEDED:
-        values["progress"] = 1.0
     with engine.begin() as connection:
-        outcome = connection.execute(
-            update(_job)
-            .where(_job.c.id == job_id, _job.c.lease_owner == owner, _job.c.status == RUNNING)
-            .values(**values)
-        )
-    return _changed(outcome)
+        return _changed(connection.execute(_FINISH, params))
 
 
 def postpone(engine: Engine, job_id: str, owner: str, *, error: str, due: datetime) -> bool:
@@ -292,12 +317,6 @@ def overdue_pending(engine: Engine, older_than: float, limit: int = 1000) -> lis
             .limit(limit)
         ).all()
     return [row.id for row in rows]
-
-
-def load_for_run(engine: Engine, job_id: str) -> dict[str, Any] | None:
-    with engine.connect() as connection:
-        row = connection.execute(select(_job).where(_job.c.id == job_id)).mappings().first()
-    return dict(row) if row is not None else None
 
 
 def release_owned(engine: Engine, owner: str) -> list[str]:

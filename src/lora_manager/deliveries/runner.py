@@ -130,25 +130,23 @@ class JobRunner:
 
     def run(self, job_id: str) -> None:
         lease = self.settings.job_lease_seconds
-        claimed = with_db_retries(
+        row = with_db_retries(
             f"job {job_id}", lambda: jobs.claim(self.engine, job_id, self.owner, lease)
         )
-        if not claimed:
+        if row is None:
             log.debug("job %s: not pending or not due, nothing to do", job_id)
             return
         stop = threading.Event()
         with self._lock:
             self._held[job_id] = stop
         try:
-            self._run_claimed(job_id, stop)
+            self._run_claimed(row, stop)
         finally:
             with self._lock:
                 self._held.pop(job_id, None)
 
-    def _run_claimed(self, job_id: str, stop: threading.Event) -> None:
-        row = jobs.load_for_run(self.engine, job_id)
-        if row is None:  # deleted between claim and load
-            return
+    def _run_claimed(self, row: dict[str, Any], stop: threading.Event) -> None:
+        job_id = row["id"]
         try:
             result = self._deliver(row, stop)
         except DeliveryError as exc:
