@@ -28,3 +28,4 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/bench_migrations.py --out docs/benchmarks.md
+	$(BIN)/python bench/bench_deliveries.py --out docs/benchmarks.md

@@ -52,6 +52,7 @@ from bench_migrations import (  # noqa: E402
     BenchError,
     Cleanup,
     deferred_signals,
+    invocation,
     load_average,
     machine_facts,
     postgres_version,
@@ -1487,23 +1488,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def invocation(argv: list[str] | None) -> str:
-    def short(path: str) -> str:
-        try:
-            return str(Path(path).relative_to(REPO_ROOT))
-        except ValueError:
-            return path
-
-    given = sys.argv[1:] if argv is None else argv
-    return shlex.join([short(sys.executable), short(str(Path(__file__).resolve())), *given])
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s [%(name)s] %(message)s")
     return run_bench(
         args,
-        invocation(argv),
+        invocation(argv, __file__),
         prefix="lora-bench-catalog-",
         make_cleanup=Resources,
         measure=measure,

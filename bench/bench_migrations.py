@@ -795,20 +795,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def invocation(argv: list[str] | None) -> str:
+def invocation(argv: list[str] | None, script: str = __file__) -> str:
+    """The command line that ran `script`, with paths relative to the repository."""
+
     def short(path: str) -> str:
         try:
             return str(Path(path).relative_to(REPO_ROOT))
         except ValueError:
             return path
 
-    return shlex.join(
-        [
-            short(sys.executable),
-            short(str(Path(__file__).resolve())),
-            *(sys.argv[1:] if argv is None else argv),
-        ]
-    )
+    given = sys.argv[1:] if argv is None else argv
+    return shlex.join([short(sys.executable), short(str(Path(script).resolve())), *given])
 
 
 def run_bench(
