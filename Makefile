@@ -18,7 +18,12 @@ install: $(BIN)/lora-manager
 run: install
 	$(BIN)/lora-manager serve
 
-test: lint
+# The tests also exercise the semantic embedder: the ML extra (CPU torch) goes in once.
+$(VENV)/.ml-installed: pyproject.toml $(BIN)/lora-manager
+	$(BIN)/pip install --quiet -e ".[dev,ml]"
+	touch $@
+
+test: lint $(VENV)/.ml-installed
 	$(BIN)/pytest
 
 lint: install
@@ -29,3 +34,4 @@ lint: install
 bench: install
 	$(BIN)/python bench/bench_migrations.py --out docs/benchmarks.md
 	$(BIN)/python bench/bench_deliveries.py --out docs/benchmarks.md
+	$(BIN)/python bench/bench_recommendations.py --out docs/benchmarks.md

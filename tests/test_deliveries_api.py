@@ -8,22 +8,18 @@ flows run on SQLite and PostgreSQL (`db_url`); the table-driven refusals share o
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 import sys
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from lora_manager.api import create_app
@@ -31,10 +27,10 @@ from lora_manager.config import Settings, load_settings
 from lora_manager.db import make_engine, make_session_factory
 from lora_manager.deliveries.queue import DeliveryQueue
 from lora_manager.deliveries.runner import JobRunner
-from lora_manager.migrations import MigrationRunner
 from lora_manager.models import DeliveryJob, utcnow
 from tests.support.fake_servers import WebhookServer, running_webhook, tiny_png
 from tests.support.postgres import PostgresServer, free_port
+from tests.support.templates import MigratedTemplates, settings_free_environment
 from tests.test_compose import adapter
 
 HOOK = "https://hooks.example.com/lora"
@@ -159,58 +155,6 @@ class Api:
         )
 
 
-class MigratedTemplates:
-    """One database per kind migrated to head once; each test's fresh database becomes a copy.
-
-    Running the whole migration chain for every test would dominate this module's runtime.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._sqlite: Path | None = None
-        self._postgres: str | None = None
-
-    def fill(self, url: str, request: pytest.FixtureRequest | None = None) -> None:
-        """Turn the empty database at `url` (from `db_url` or `sqlite_url`) into one at head;
-        PostgreSQL needs the test's `request` (for the `pg_server` fixture)."""
-        target = make_url(url)
-        if target.get_backend_name() == "sqlite":
-            assert target.database is not None
-            with (
-                closing(sqlite3.connect(self._sqlite_template())) as source,
-                closing(sqlite3.connect(target.database)) as copy,
-            ):
-                source.backup(copy)
-            return
-        assert request is not None
-        server: PostgresServer = request.getfixturevalue("pg_server")
-        template = self._postgres_template(server)
-        with psycopg.connect(
-            f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres", autocommit=True
-        ) as admin:
-            admin.execute(f'DROP DATABASE "{target.database}"')
-            admin.execute(f'CREATE DATABASE "{target.database}" TEMPLATE "{template}"')
-
-    def _sqlite_template(self) -> Path:
-        if self._sqlite is None:
-            path = self.folder / "template.db"
-            migrate(f"sqlite:///{path}", self.folder)
-            self._sqlite = path
-        return self._sqlite
-
-    def _postgres_template(self, server: PostgresServer) -> str:
-        if self._postgres is None:
-            url = server.create_database("tpl")
-            migrate(url, self.folder)
-            self._postgres = make_url(url).database
-        assert self._postgres is not None
-        return self._postgres
-
-
-def migrate(url: str, folder: Path) -> None:
-    MigrationRunner(make_settings(url, folder), echo=lambda _: None).upgrade()
-
-
 @contextmanager
 def open_api(url: str, folder: Path, **overrides: Any) -> Iterator[Api]:
     """The app (no worker) on a database already at head, a session and a queue handle."""
@@ -242,13 +186,7 @@ def job_runner(api: Api) -> Iterator[JobRunner]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _clean_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """No env file and no setting from the environment: each test states what it uses."""
-    names = {name.upper() for name in Settings.model_fields}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LORA_MANAGER_ENV_FILE", str(tmp_path_factory.mktemp("env") / "none.env"))
-        for name in list(os.environ):
-            if name.upper() in names:
-                patch.delenv(name)
+    with settings_free_environment(tmp_path_factory.mktemp("env")):
         yield
 
 
@@ -256,7 +194,7 @@ def _clean_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
 def templates(
     tmp_path_factory: pytest.TempPathFactory, _clean_environment: None
 ) -> MigratedTemplates:
-    return MigratedTemplates(tmp_path_factory.mktemp("templates"))
+    return MigratedTemplates(tmp_path_factory.mktemp("templates"), "tpl")
 
 
 @pytest.fixture

@@ -245,8 +245,15 @@ def import_library(
                 echo=say,
                 dry_run=dry_run,
             ).run(roots)
+        embedding_run = None
+        if summary.changed_catalog:
+            from lora_manager.recommendations.service import refresh_after_import
+
+            embedding_run = refresh_after_import(make_session_factory(engine), settings)
     finally:
         engine.dispose()
+    if embedding_run is not None and not as_json:
+        say(f"embeddings: run {embedding_run} queued; a worker (or `serve`) computes them")
     if as_json:
         print(json.dumps(summary.to_dict(), default=str))
     else:

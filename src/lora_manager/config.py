@@ -103,6 +103,15 @@ class Settings(BaseSettings):
     worker_shutdown_timeout: float = Field(
         30.0, ge=0, description="On SIGTERM, how long running jobs may take to finish (s)"
     )
+    # Recommendations.
+    recommendation_embedder: str = Field(
+        "light",
+        pattern="^(light|semantic)$",
+        description="light (hashed n-grams, NumPy) or semantic (all-MiniLM-L6-v2, the [ml] extra)",
+    )
+    recommendation_index_check: float = Field(
+        2.0, ge=0, description="Seconds the vector index trusts itself before checking the table"
+    )
     schema_check_interval: float = Field(
         2.0, ge=0, description="Seconds the API trusts its last 'schema at head' answer"
     )

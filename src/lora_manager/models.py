@@ -246,6 +246,7 @@ class UserPreference(Base):
 
 class LoraEmbedding(Base):
     __tablename__ = "loraembedding"
+    __table_args__ = (Index("ix_loraembedding_model", "embedding_model"),)
 
     adapter_id: Mapped[str] = mapped_column(
         String, ForeignKey("adapter.id", ondelete="CASCADE"), primary_key=True
@@ -282,6 +283,11 @@ class LoraEmbedding(Base):
         JSON, default=dict, server_default=text("'{}'")
     )
 
+    # Which model made the vectors, and from what text (revision b9e4c2d7f1a3)
+    embedding_model: Mapped[str | None] = mapped_column(String(200))
+    embedding_dim: Mapped[int | None] = mapped_column(Integer)
+    source_hash: Mapped[str | None] = mapped_column(String(64))
+
 
 class RecommendationFeedback(Base):
     __tablename__ = "recommendationfeedback"
@@ -297,3 +303,26 @@ class RecommendationFeedback(Base):
     feedback_reason: Mapped[str | None] = mapped_column(String)
     implicit_signal: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class EmbeddingRun(Base):
+    """One (re)computation of adapter embeddings, carried out by a worker."""
+
+    __tablename__ = "embeddingrun"
+    __table_args__ = (
+        Index("ix_embeddingrun_created_at", "created_at"),
+        Index("ix_embeddingrun_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String, primary_key=True, default=new_id)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    model: Mapped[str] = mapped_column(String(200))
+    adapter_ids: Mapped[list[str] | None] = mapped_column(JSON)
+    force: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    total: Mapped[int | None] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)

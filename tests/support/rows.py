@@ -62,6 +62,16 @@ _VALUES: dict[str, dict[str, Any]] = {
         "is_favorite": True,
         "rating_updated_at": T0,
         "favorite_updated_at": T0,
+        "negative_prompt": "blurry",
+        "adapters": '[{"id": "a-1", "token_name": "ink-style", "weight": 0.8}]',
+        "attempts": 1,
+        "max_attempts": 3,
+        "last_error": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "next_attempt_at": None,
+        "cancel_requested": False,
+        "progress": 1.0,
     },
     "recommendationsession": {
         "id": "s-1",
@@ -106,6 +116,9 @@ _VALUES: dict[str, dict[str, Any]] = {
         "trigger_aliases": '{"ink": ["inkwash"]}',
         "trigger_embeddings": "[[0.5, 0.25]]",
         "trigger_metadata": '{"source": "civitai"}',
+        "embedding_model": "hashed-ngrams-v1/256",
+        "embedding_dim": 2,
+        "source_hash": "ab" * 32,
     },
     "recommendationfeedback": {
         "id": "f-1",
@@ -129,6 +142,20 @@ _VALUES: dict[str, dict[str, Any]] = {
         "started_at": T0,
         "finished_at": T0,
     },
+    "embeddingrun": {
+        "id": "e-1",
+        "status": "succeeded",
+        "model": "hashed-ngrams-v1/256",
+        "adapter_ids": '["a-1"]',
+        "force": False,
+        "total": 1,
+        "done": 1,
+        "error": None,
+        "created_at": T0,
+        "started_at": T0,
+        "finished_at": T0,
+        "heartbeat_at": T0,
+    },
 }
 TABLE_ORDER = list(_VALUES)
 JSON_COLUMNS = {
@@ -151,6 +178,8 @@ JSON_COLUMNS = {
     "summary",
     "user_tags",
     "sidecar_state",
+    "adapters",
+    "adapter_ids",
 }
 
 
@@ -207,6 +236,8 @@ def normalise(column: str, value: Any) -> Any:
         "implicit_signal",
         "is_user",
         "dry_run",
+        "cancel_requested",
+        "force",
     }:
         return bool(value)
     if isinstance(value, str) and column.endswith(("_at", "_mtime", "last_computed")):

@@ -21,6 +21,8 @@ from lora_manager.deliveries.queue import DeliveryQueue
 from lora_manager.deliveries.routes import jobs_router as deliveries_router
 from lora_manager.deliveries.routes import router as compose_router
 from lora_manager.ingest.routes import router as imports_router
+from lora_manager.recommendations.routes import router as recommendations_router
+from lora_manager.recommendations.service import Recommender
 from lora_manager.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ def create_app(
     app.state.session_factory = make_session_factory(engine)
     app.state.schema_gate = SchemaGate(engine, settings.schema_check_interval)
     app.state.queue = DeliveryQueue(settings)
+    app.state.recommender = Recommender(settings, engine)
 
     install_error_handlers(app)
     app.include_router(health_router)
@@ -88,6 +91,7 @@ def create_app(
     app.include_router(imports_router, prefix="/v1", dependencies=protected)
     app.include_router(compose_router, prefix="/v1", dependencies=protected)
     app.include_router(deliveries_router, prefix="/v1", dependencies=protected)
+    app.include_router(recommendations_router, prefix="/v1", dependencies=protected)
     return app
 
 

@@ -7,9 +7,23 @@ from collections.abc import Iterator
 from fastapi import Request
 from sqlalchemy.orm import Session
 
+from lora_manager.config import Settings
+from lora_manager.deliveries.queue import DeliveryQueue
+
 
 def db_session(request: Request) -> Iterator[Session]:
     """A session, only once the schema is known to be at head (503 otherwise)."""
     request.app.state.schema_gate.ensure_at_head()
     with request.app.state.session_factory() as session:
         yield session
+
+
+def app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def app_queue(request: Request) -> DeliveryQueue:
+    """The job queue the app enqueues to (opened on first use)."""
+    queue: DeliveryQueue = request.app.state.queue
+    return queue

@@ -15,10 +15,13 @@ from collections.abc import Callable
 from huey.consumer import Consumer
 
 from lora_manager.config import Settings
-from lora_manager.db import make_engine
+from lora_manager.db import make_engine, make_session_factory
 from lora_manager.deliveries import queue as job_queue
 from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries.runner import JobRunner
+from lora_manager.recommendations import repository as runs
+from lora_manager.recommendations.embedders import Embedder, make_embedder
+from lora_manager.recommendations.embedding import run_embedding
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,9 @@ class QueueConsumer:
         # No ping per checkout: the runner retries a statement whose connection dropped.
         self.engine = make_engine(settings, sqlite_writer=True, pre_ping=False)
         self.runner = JobRunner(settings, self.engine)
-        self.queue = job_queue.DeliveryQueue(settings, run=self.runner.run)
+        self.queue = job_queue.DeliveryQueue(settings, run=self.runner.run, embed=self._embed)
+        self._embedder: Embedder | None = None
+        self._embedder_lock = threading.Lock()
         self.runner.enqueue = lambda job_id, delay: self.queue.enqueue(job_id, delay=delay)
         self.threads = threads
         self._stopping = threading.Event()
@@ -65,6 +70,13 @@ class QueueConsumer:
             threading.Thread(target=self._keep_leases, name="lease-keeper", daemon=True),
             threading.Thread(target=self._sweep, name="lease-sweeper", daemon=True),
         ]
+
+    def _embed(self, run_id: str) -> None:
+        """An embedding run; the embedder loads once per process, on the first run."""
+        with self._embedder_lock:
+            if self._embedder is None:
+                self._embedder = make_embedder(self.settings.recommendation_embedder)
+        run_embedding(make_session_factory(self.engine), self._embedder, run_id)
 
     def start(self) -> None:
         self.echo(
@@ -119,7 +131,8 @@ class QueueConsumer:
                 log.warning("sweeper: %s", exc)
 
     def sweep(self) -> int:
-        """One round: expired leases back to pending (or ended), lost messages queued again."""
+        """One round: expired leases back to pending (or ended), stalled embedding runs taken up
+        again, lost messages queued again."""
         requeued = 0
         for job_id, attempts, limit, cancel in jobs.expired_leases(self.engine):
             error = f"worker lost: lease expired during attempt {attempts} of {limit}"
@@ -133,11 +146,29 @@ class QueueConsumer:
                 log.warning("job %s: %s; now %s", job_id, error, status)
                 if status == jobs.PENDING and self._enqueue_quietly(job_id):
                     requeued += 1
+        for run_id in runs.release_stalled_runs(self.engine, self._stalled_after):
+            log.warning("embedding run %s: its worker stopped; queued again", run_id)
+            requeued += self._enqueue_run_quietly(run_id)
         if self.queue.backlog() == 0:
             for job_id in jobs.overdue_pending(self.engine, self.settings.job_requeue_after):
                 if self._enqueue_quietly(job_id):
                     requeued += 1
+            for run_id in runs.overdue_runs(self.engine, self.settings.job_requeue_after):
+                requeued += self._enqueue_run_quietly(run_id)
         return requeued
+
+    @property
+    def _stalled_after(self) -> float:
+        # An embedding batch can take a while on the semantic model: allow ten leases.
+        return max(10 * self.settings.job_lease_seconds, 60.0)
+
+    def _enqueue_run_quietly(self, run_id: str) -> int:
+        try:
+            self.queue.enqueue_embedding(run_id)
+        except job_queue.QueueError as exc:
+            log.warning("embedding run %s: %s; will try again", run_id, exc)
+            return 0
+        return 1
 
     def _enqueue_quietly(self, job_id: str) -> bool:
         try:

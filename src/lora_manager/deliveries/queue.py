@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_NAME = "lora-manager"
 TASK_NAME = "deliver"
+EMBED_TASK_NAME = "embed"
 _TIMES = ("eta", "expires_resolved")
 
 
@@ -100,13 +101,21 @@ def describe(settings: Settings) -> str:
 
 
 class DeliveryQueue:
-    """Enqueue job ids; a worker registers `run` to execute them."""
+    """The job queue: delivery job ids, and embedding run ids. A worker passes `run` and
+    `embed` to execute them; the API only enqueues."""
 
-    def __init__(self, settings: Settings, run: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        run: Callable[[str], None] | None = None,
+        embed: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self._run = run or _not_here
+        self._embed = embed or _not_here
         self._huey: Huey | None = None
         self._task: Any = None
+        self._embed_task: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -116,6 +125,7 @@ class DeliveryQueue:
             if self._huey is None:
                 self._huey = make_huey(self.settings)
                 self._task = self._huey.task(name=TASK_NAME)(self._execute)
+                self._embed_task = self._huey.task(name=EMBED_TASK_NAME)(self._execute_embed)
             return self._huey
 
     @property
@@ -125,6 +135,17 @@ class DeliveryQueue:
 
     def _execute(self, job_id: str) -> None:
         self._run(job_id)
+
+    def _execute_embed(self, run_id: str) -> None:
+        self._embed(run_id)
+
+    def enqueue_embedding(self, run_id: str) -> None:
+        """Queue an embedding run; QueueError if the queue is unreachable."""
+        self.huey  # noqa: B018 — opens the queue and registers the tasks
+        try:
+            self._embed_task(run_id)
+        except Exception as exc:
+            raise QueueError(f"queue unreachable ({type(exc).__name__})") from None
 
     def enqueue(self, job_id: str, *, delay: float = 0.0) -> None:
         """Queue a job id, at once or after `delay` seconds; QueueError if unreachable."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from lora_manager.api.dependencies import db_session
+from lora_manager.api.dependencies import app_queue, app_settings, db_session
 from lora_manager.config import Settings
 from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries import service
@@ -44,18 +44,8 @@ JOB_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _queue(request: Request) -> DeliveryQueue:
-    queue: DeliveryQueue = request.app.state.queue
-    return queue
-
-
-Config = Annotated[Settings, Depends(_settings)]
-Queue = Annotated[DeliveryQueue, Depends(_queue)]
+Config = Annotated[Settings, Depends(app_settings)]
+Queue = Annotated[DeliveryQueue, Depends(app_queue)]
 
 
 def _composed(result: Composition) -> list[dict[str, Any]]:

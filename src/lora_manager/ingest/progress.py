@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+
+log = logging.getLogger(__name__)
 
 
 class RichImportProgress:
@@ -58,7 +61,10 @@ class RichImportProgress:
 
 
 class RecordingProgress:
-    """Counts progress and hands a snapshot to `save` at most every `interval` seconds."""
+    """Counts progress and hands a snapshot to `save` at most every `interval` seconds.
+
+    `save` runs on a thread of its own: the importer calls in while its transaction holds the
+    SQLite write lock, and a progress row written from that thread would wait on itself."""
 
     def __init__(self, save: Callable[[dict[str, Any]], None], interval: float = 0.5) -> None:
         self.save = save
@@ -66,12 +72,36 @@ class RecordingProgress:
         self.state = {"files_total": 0, "files_done": 0, "bytes_total": 0, "bytes_hashed": 0}
         self._lock = threading.Lock()
         self._last = 0.0
+        self._due = threading.Event()
+        self._closed = False
+        self._saver = threading.Thread(target=self._save_loop, name="import-progress", daemon=True)
+        self._saver.start()
+
+    def _save_loop(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            with self._lock:
+                snapshot, closed = dict(self.state), self._closed
+            try:
+                self.save(snapshot)
+            except Exception as exc:  # progress is advisory: the import goes on
+                log.warning("import progress not saved: %s", exc)
+            if closed:
+                return
 
     def _maybe_save(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last >= self.interval:
             self._last = now
-            self.save(dict(self.state))
+            self._due.set()
+
+    def close(self) -> None:
+        """Save the last snapshot and stop the saver thread."""
+        with self._lock:
+            self._closed = True
+        self._due.set()
+        self._saver.join(timeout=10)
 
     def scanned(self, files: int, total_bytes: int, hash_bytes: int) -> None:
         with self._lock:

@@ -74,7 +74,10 @@ def _execute(factory: sessionmaker[Session], settings: Settings, run_id: str) ->
     _update(factory, run_id, status="running", started_at=utcnow())
     progress = RecordingProgress(lambda state: _update(factory, run_id, progress=state))
     try:
-        summary = Importer(settings, factory, progress=progress, dry_run=dry_run).run(roots)
+        try:
+            summary = Importer(settings, factory, progress=progress, dry_run=dry_run).run(roots)
+        finally:
+            progress.close()
     except LoraManagerError as exc:
         _update(factory, run_id, status="failed", error=str(exc), finished_at=utcnow())
     except Exception as exc:  # the thread must record every ending, never die silently
@@ -95,6 +98,11 @@ def _execute(factory: sessionmaker[Session], settings: Settings, run_id: str) ->
             progress=dict(progress.state),
             finished_at=utcnow(),
         )
+        if summary.changed_catalog:
+            # Imported here: the recommendations import the API, which imports this module.
+            from lora_manager.recommendations.service import refresh_after_import
+
+            refresh_after_import(factory, settings)
 
 
 def recent_runs(session: Session, limit: int) -> list[ImportRun]:

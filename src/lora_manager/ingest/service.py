@@ -108,6 +108,11 @@ class ImportSummary:
     failures: list[dict[str, str]] = field(default_factory=list)
     changes: list[dict[str, str]] = field(default_factory=list)
 
+    @property
+    def changed_catalog(self) -> bool:
+        """Whether adapters were added or changed (so their embeddings may be stale)."""
+        return not self.dry_run and bool(self.new or self.updated or self.moved)
+
     def record(self, kind: str, path: str, detail: str = "") -> None:
         setattr(self, kind, getattr(self, kind) + 1)
         if kind == "failed":

@@ -1,0 +1,1 @@
+"""Recommendations: trigger text, embeddings and similar-adapter suggestions."""

@@ -1,0 +1,225 @@
+"""Every query of the recommendations: vectors, runs, signals, sessions, feedback, preferences."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, case, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from lora_manager.models import (
+    Adapter,
+    EmbeddingRun,
+    LoraEmbedding,
+    RecommendationFeedback,
+    RecommendationSession,
+    UserPreference,
+    utcnow,
+)
+
+POSITIVE = ("positive", "used")
+NEGATIVE = ("negative", "dismissed")
+FEEDBACK_TYPES = (*POSITIVE, *NEGATIVE)
+
+
+# --- embeddings -------------------------------------------------------------------------------
+
+
+def adapters_page(
+    session: Session, after: str | None, limit: int, only: Sequence[str] | None
+) -> list[tuple[Adapter, LoraEmbedding | None]]:
+    """Adapters in id order after `after`, each with its stored embedding row (if any)."""
+    query = (
+        select(Adapter, LoraEmbedding)
+        .outerjoin(LoraEmbedding, LoraEmbedding.adapter_id == Adapter.id)
+        .order_by(Adapter.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(Adapter.id > after)
+    if only is not None:
+        query = query.where(Adapter.id.in_(only))
+    return [(row[0], row[1]) for row in session.execute(query)]
+
+
+def count_adapters(session: Session, only: Sequence[str] | None = None) -> int:
+    query = select(func.count()).select_from(Adapter)
+    if only is not None:
+        query = query.where(Adapter.id.in_(only))
+    return int(session.scalar(query) or 0)
+
+
+def embedding_counts(session: Session, model: str) -> tuple[int, int]:
+    """(vectors of this model, vectors of any other model)."""
+    current = case((LoraEmbedding.embedding_model == model, 1), else_=0)
+    other = case((LoraEmbedding.embedding_model == model, 0), else_=1)
+    row = session.execute(
+        select(func.coalesce(func.sum(current), 0), func.coalesce(func.sum(other), 0)).where(
+            LoraEmbedding.semantic_embedding.is_not(None)
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def get_run(session: Session, run_id: str) -> EmbeddingRun | None:
+    return session.get(EmbeddingRun, run_id)
+
+
+def claim_run(session: Session, run_id: str) -> bool:
+    result = session.execute(
+        update(EmbeddingRun)
+        .where(EmbeddingRun.id == run_id, EmbeddingRun.status == "pending")
+        .values(status="running", started_at=utcnow(), heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release_stalled_runs(engine: Engine, stalled_after: float) -> list[str]:
+    """Running runs whose worker stopped beating go back to pending (vectors already stored
+    are kept; the next attempt skips them)."""
+    cutoff = utcnow() - timedelta(seconds=stalled_after)
+    runs = cast(Table, EmbeddingRun.__table__)
+    beat = func.coalesce(runs.c.heartbeat_at, runs.c.started_at, runs.c.created_at)
+    where = and_(runs.c.status == "running", beat < cutoff)
+    with engine.begin() as connection:
+        ids = [row.id for row in connection.execute(select(runs.c.id).where(where))]
+        if ids:
+            connection.execute(
+                update(runs).where(where, runs.c.id.in_(ids)).values(status="pending")
+            )
+    return ids
+
+
+def overdue_runs(engine: Engine, older_than: float) -> list[str]:
+    """Pending runs waiting longer than `older_than` seconds: their message may be lost."""
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    runs = cast(Table, EmbeddingRun.__table__)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(runs.c.id).where(runs.c.status == "pending", runs.c.created_at < cutoff)
+        )
+        return [row.id for row in rows]
+
+
+# --- what ranking reads -----------------------------------------------------------------------
+
+
+@dataclass
+class Signals:
+    """What the user told us about one adapter, and what it is (for preferences)."""
+
+    adapter: Adapter
+    positives: int = 0
+    negatives: int = 0
+    tags: set[str] = field(default_factory=set)
+
+
+def signals(session: Session, adapter_ids: Sequence[str]) -> dict[str, Signals]:
+    if not adapter_ids:
+        return {}
+    found = {
+        adapter.id: Signals(adapter)
+        for adapter in session.scalars(select(Adapter).where(Adapter.id.in_(adapter_ids)))
+    }
+    positive = case((RecommendationFeedback.feedback_type.in_(POSITIVE), 1), else_=0)
+    negative = case((RecommendationFeedback.feedback_type.in_(NEGATIVE), 1), else_=0)
+    counts = session.execute(
+        select(RecommendationFeedback.recommended_lora_id, func.sum(positive), func.sum(negative))
+        .where(RecommendationFeedback.recommended_lora_id.in_(list(found)))
+        .group_by(RecommendationFeedback.recommended_lora_id)
+    )
+    for adapter_id, ups, downs in counts:
+        found[adapter_id].positives = int(ups or 0)
+        found[adapter_id].negatives = int(downs or 0)
+    for entry in found.values():
+        words = [*(entry.adapter.tags or []), *(entry.adapter.user_tags or [])]
+        entry.tags = {str(word).strip().lower() for word in words if str(word).strip()}
+    return found
+
+
+def preferences(session: Session) -> list[UserPreference]:
+    return list(
+        session.scalars(
+            select(UserPreference).order_by(
+                UserPreference.preference_type, UserPreference.preference_value
+            )
+        )
+    )
+
+
+def replace_explicit_preferences(
+    session: Session, wanted: Sequence[tuple[str, str, float]]
+) -> None:
+    """The explicit preferences become exactly `wanted` (type, value, weight)."""
+    for old in session.scalars(
+        select(UserPreference).where(UserPreference.learned_from == "explicit")
+    ):
+        session.delete(old)
+    session.flush()
+    now = utcnow()
+    for kind, value, weight in wanted:
+        session.add(
+            UserPreference(
+                preference_type=kind,
+                preference_value=value,
+                confidence=weight,
+                learned_from="explicit",
+                evidence_count=1,
+                last_evidence_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
+# --- sessions and feedback --------------------------------------------------------------------
+
+
+def record_session(
+    session: Session,
+    *,
+    kind: str,
+    items: list[dict[str, Any]],
+    prompt: str | None = None,
+    active: Sequence[str] | None = None,
+    target: str | None = None,
+) -> RecommendationSession:
+    record = RecommendationSession(
+        recommendation_type=kind,
+        context_prompt=prompt,
+        active_loras=list(active) if active else None,
+        target_lora_id=target,
+        recommendations=items,
+        generated_at=utcnow(),
+    )
+    session.add(record)
+    session.flush()
+    return record
+
+
+def get_session(session: Session, session_id: str) -> RecommendationSession | None:
+    return session.get(RecommendationSession, session_id)
+
+
+def add_feedback(
+    session: Session, record: RecommendationSession, adapter_id: str, kind: str, reason: str | None
+) -> RecommendationFeedback:
+    feedback = RecommendationFeedback(
+        session_id=record.id,
+        recommended_lora_id=adapter_id,
+        feedback_type=kind,
+        feedback_reason=reason,
+        implicit_signal=kind in ("used", "dismissed"),
+        created_at=utcnow(),
+    )
+    session.add(feedback)
+    given = dict(record.user_feedback or {})
+    given[adapter_id] = kind
+    record.user_feedback = given
+    session.flush()
+    return feedback

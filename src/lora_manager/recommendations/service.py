@@ -1,0 +1,332 @@
+"""The rules of recommendations: what is suggested, why, and what is recorded.
+
+One `Recommender` per process holds the embedder and the vector index. Every answer is recorded
+as a `recommendationsession` (so feedback can point at what was shown) and carries a `hint`
+when there is nothing to search yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from lora_manager.api.errors import ApiError, NotFoundError
+from lora_manager.catalog import repository as catalog
+from lora_manager.config import Settings
+from lora_manager.deliveries.queue import DeliveryQueue, QueueError
+from lora_manager.models import EmbeddingRun, utcnow
+from lora_manager.recommendations import repository as repo
+from lora_manager.recommendations.embedders import (
+    Embedder,
+    EmbedderUnavailable,
+    HashedNgramEmbedder,
+    make_embedder,
+)
+from lora_manager.recommendations.index import VectorIndex
+from lora_manager.recommendations.ranking import Candidate, Ranked, rank
+from lora_manager.recommendations.text import normalize_trigger
+
+log = logging.getLogger(__name__)
+
+NO_VECTORS_HINT = (
+    "no embeddings yet: POST /v1/recommendations/embeddings/recompute (a worker computes them)"
+)
+# Weight of the prompt text against the active adapters when both are given.
+PROMPT_SHARE = 0.6
+# A trigger word typed in the prompt is strong evidence; it still ranks after exact twins.
+TRIGGER_IN_PROMPT = 0.25
+TRIGGER_BONUS_CAP = 2 * TRIGGER_IN_PROMPT
+# Trigger matches by kind: exact 1, the same word typed another way, a near spelling (at most).
+ALIAS_MATCH = 0.95
+NEAR_MATCH_MAX = 0.9
+# Candidates fetched before boosts reorder them: boosts are small, so a few more suffice.
+OVERFETCH = 3
+
+
+@dataclass
+class Answer:
+    items: list[dict[str, Any]] = field(default_factory=list)
+    session_id: str | None = None
+    hint: str | None = None
+
+
+class Recommender:
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._embedder: Embedder | None = None
+        self._lock = threading.Lock()
+        name, dim = _model_of(settings.recommendation_embedder)
+        self.index = VectorIndex(name, dim, settings.recommendation_index_check)
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = make_embedder(self.settings.recommendation_embedder)
+            return self._embedder
+
+    def _encode(self, text: str) -> np.ndarray:
+        try:
+            return self.embedder.encode([text])[0]
+        except EmbedderUnavailable as exc:
+            raise ApiError(str(exc), 503) from None
+
+    def _fresh_index(self) -> VectorIndex:
+        self.index.refresh(self.engine)
+        return self.index
+
+    # -- the three questions ---------------------------------------------------------------
+
+    def similar(
+        self,
+        session: Session,
+        adapter_id: str,
+        *,
+        limit: int,
+        same_base_model: bool,
+        exclude: Sequence[str],
+        min_score: float,
+    ) -> Answer:
+        target = catalog.get_adapter(session, adapter_id)
+        if target is None:
+            raise NotFoundError(f"no adapter {adapter_id}")
+        index = self._fresh_index()
+        vector = index.vector(adapter_id)
+        if vector is None:
+            hint = (
+                NO_VECTORS_HINT
+                if len(index) == 0
+                else (
+                    "this adapter has no embedding yet: POST /v1/recommendations/embeddings/"
+                    f"recompute with adapter_ids [{adapter_id!r}]"
+                )
+            )
+            return self._record(session, "similar", [], hint=hint, target=adapter_id)
+        base_model = target.base_model if same_base_model and target.base_model else None
+        hits = index.search(
+            vector,
+            limit * OVERFETCH,
+            exclude=[adapter_id, *exclude],
+            base_model=base_model,
+            min_score=min_score,
+        )
+        candidates = [Candidate(h.adapter_id, h.score, [f"similar to {target.name}"]) for h in hits]
+        return self._ranked(session, "similar", candidates, limit, target=adapter_id)
+
+    def for_prompt(
+        self,
+        session: Session,
+        prompt: str,
+        active: Sequence[str],
+        *,
+        limit: int,
+        base_model: str | None,
+    ) -> Answer:
+        index = self._fresh_index()
+        names = {a.id: a.name for a in catalog.get_adapters(session, list(active))}
+        unknown = [i for i in active if i not in names]
+        if unknown:
+            raise ApiError(f"unknown adapter ids: {', '.join(unknown)}", 422)
+        if len(index) == 0:
+            return self._record(session, "prompt", [], hint=NO_VECTORS_HINT, prompt=prompt)
+        query = self._encode(prompt) * (PROMPT_SHARE if active else 1.0)
+        active_vectors = [v for v in (index.vector(i) for i in active) if v is not None]
+        if active_vectors:
+            query = query + (1 - PROMPT_SHARE) * np.mean(active_vectors, axis=0)
+        norm = float(np.linalg.norm(query))
+        query = query / norm if norm else query
+        hits = index.search(query, limit * OVERFETCH, exclude=active, base_model=base_model)
+        label = "close to your prompt"
+        if active_vectors:
+            label += " and to " + ", ".join(names[i] for i in active if index.vector(i) is not None)
+        candidates = {hit.adapter_id: Candidate(hit.adapter_id, hit.score, [label]) for hit in hits}
+        for word, holders in self._triggers_in(prompt, index).items():
+            for holder in holders - set(active):
+                if base_model is not None and index.base_model_of(holder) != base_model:
+                    continue
+                found = candidates.setdefault(
+                    holder, Candidate(holder, self._similarity(index, holder, query))
+                )
+                # A longer trigger typed in full also matches its first word: that counts.
+                found.bonus = min(found.bonus + TRIGGER_IN_PROMPT, TRIGGER_BONUS_CAP)
+                found.reasons.append(f"its trigger word {word!r} is in your prompt")
+        return self._ranked(
+            session, "prompt", list(candidates.values()), limit, prompt=prompt, active=active
+        )
+
+    def by_trigger(self, session: Session, text: str, *, limit: int) -> Answer:
+        index = self._fresh_index()
+        word = normalize_trigger(text)
+        if not word:
+            raise ApiError("q has no letters or digits to search for", 422)
+        if len(index) == 0:
+            return self._record(session, "trigger", [], hint=NO_VECTORS_HINT, prompt=text)
+        candidates: dict[str, Candidate] = {}
+        for holder in index.triggers.get(word, ()):
+            candidates[holder] = Candidate(holder, 1.0, [f"trigger word {word!r}"])
+        compact = word.replace(" ", "")
+        for holder in index.aliases.get(word, set()) | index.aliases.get(compact, set()):
+            candidates.setdefault(
+                holder, Candidate(holder, ALIAS_MATCH, [f"trigger word spelled {text!r}"])
+            )
+        for near, score in index.near_triggers(word):
+            for holder in index.triggers.get(near, ()):
+                candidates.setdefault(
+                    holder,
+                    Candidate(
+                        holder,
+                        round(min(score, NEAR_MATCH_MAX), 4),
+                        [f"trigger word {near!r} is close"],
+                    ),
+                )
+        ordered = sorted(candidates.values(), key=lambda c: (-c.similarity, c.adapter_id))
+        return self._ranked(session, "trigger", ordered[: limit * OVERFETCH], limit, prompt=text)
+
+    # -- shared steps ----------------------------------------------------------------------
+
+    @staticmethod
+    def _similarity(index: VectorIndex, adapter_id: str, query: np.ndarray) -> float:
+        vector = index.vector(adapter_id)
+        return float(vector @ query) if vector is not None else 0.0
+
+    @staticmethod
+    def _triggers_in(prompt: str, index: VectorIndex) -> dict[str, set[str]]:
+        """Trigger words (of one to four words) that the prompt contains."""
+        tokens = normalize_trigger(prompt).split()
+        found: dict[str, set[str]] = {}
+        for size in range(1, 5):
+            for start in range(len(tokens) - size + 1):
+                phrase = " ".join(tokens[start : start + size])
+                for table in (index.triggers, index.aliases):
+                    holders = table.get(phrase)
+                    if holders:
+                        found.setdefault(phrase, set()).update(holders)
+        return found
+
+    def _ranked(
+        self,
+        session: Session,
+        kind: str,
+        candidates: Sequence[Candidate],
+        limit: int,
+        **context: Any,
+    ) -> Answer:
+        signals = repo.signals(session, [c.adapter_id for c in candidates])
+        ranked = rank(candidates, signals, repo.preferences(session), limit)
+        items = [_item(entry, signals[entry.adapter_id]) for entry in ranked]
+        return self._record(session, kind, items, **context)
+
+    def _record(
+        self,
+        session: Session,
+        kind: str,
+        items: list[dict[str, Any]],
+        hint: str | None = None,
+        **context: Any,
+    ) -> Answer:
+        record = repo.record_session(session, kind=kind, items=items, **context)
+        session.commit()
+        return Answer(items=items, session_id=record.id, hint=hint)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def stats(self, session: Session) -> dict[str, Any]:
+        index = self._fresh_index()
+        total = repo.count_adapters(session)
+        current, other = repo.embedding_counts(session, index.model)
+        return {
+            "adapters": total,
+            "embedded": current,
+            "coverage": round(current / total, 4) if total else 0.0,
+            "other_model": other,
+            "model": index.model,
+            "dim": index.dim,
+            "embedder": self.settings.recommendation_embedder,
+            "index_size": len(index),
+            "index_loaded_at": index.loaded_at,
+        }
+
+
+def _item(entry: Ranked, signal: repo.Signals) -> dict[str, Any]:
+    adapter = signal.adapter
+    return {
+        "adapter_id": adapter.id,
+        "name": adapter.name,
+        "base_model": adapter.base_model,
+        "similarity": round(entry.similarity, 4),
+        "score": round(entry.score, 4),
+        "reasons": entry.reasons,
+    }
+
+
+def _model_of(kind: str) -> tuple[str, int]:
+    """The stored model name and dimension of an embedder kind, without loading it."""
+    if kind == "light":
+        light = HashedNgramEmbedder()
+        return light.name, light.dim
+    from lora_manager.recommendations.embedders import MiniLMEmbedder
+
+    return MiniLMEmbedder.name, MiniLMEmbedder.dim
+
+
+def record_feedback(
+    session: Session, session_id: str, adapter_id: str, kind: str, reason: str | None
+) -> None:
+    record = repo.get_session(session, session_id)
+    if record is None:
+        raise NotFoundError(f"no recommendation session {session_id}")
+    shown = {item.get("adapter_id") for item in record.recommendations or []}
+    if adapter_id not in shown:
+        raise ApiError(f"adapter {adapter_id} was not suggested in session {session_id}", 422)
+    repo.add_feedback(session, record, adapter_id, kind, reason)
+    session.commit()
+
+
+def set_preferences(session: Session, wanted: Sequence[tuple[str, str, float]]) -> None:
+    repo.replace_explicit_preferences(session, wanted)
+    session.commit()
+
+
+def start_run(
+    session: Session, model: str, adapter_ids: Sequence[str] | None, force: bool
+) -> EmbeddingRun:
+    if adapter_ids is not None:
+        found = {a.id for a in catalog.get_adapters(session, list(adapter_ids))}
+        unknown = [i for i in adapter_ids if i not in found]
+        if unknown:
+            raise ApiError(f"unknown adapter ids: {', '.join(unknown)}", 422)
+    run = EmbeddingRun(
+        status="pending",
+        model=model,
+        adapter_ids=list(adapter_ids) if adapter_ids is not None else None,
+        force=force,
+        done=0,
+        created_at=utcnow(),
+    )
+    session.add(run)
+    session.commit()
+    return run
+
+
+def refresh_after_import(sessions: sessionmaker[Session], settings: Settings) -> str | None:
+    """Queue an embedding run for what an import changed (unchanged vectors are skipped);
+    the run id, or None if the queue cannot be reached (the next import or a recompute will)."""
+    model, _ = _model_of(settings.recommendation_embedder)
+    with sessions() as session:
+        run = start_run(session, model, None, force=False)
+        try:
+            DeliveryQueue(settings).enqueue_embedding(run.id)
+        except QueueError as exc:
+            run.status, run.error = "failed", str(exc)
+            session.commit()
+            log.warning("embeddings not queued after the import: %s", exc)
+            return None
+        return run.id
