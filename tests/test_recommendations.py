@@ -63,6 +63,11 @@ RUN_TIMEOUT = 60.0
 # --- helpers ----------------------------------------------------------------------------------
 
 
+# The issue sets 0.8 for the light embedder and asks the semantic one's figure to be reported;
+# it measured 0.90 here (26 families x 6, seed 11), so it is held to the same bar.
+SEMANTIC_PRECISION_FLOOR = 0.8
+
+
 def make_settings(url: str, folder: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": url,
@@ -337,6 +342,32 @@ def test_similar_precision_at_5_on_sqlite(
     record_property("precision_at_5", round(precision, 4))
     print(f"precision@5 (SQLite, {len(library.entries)} queries): {precision:.4f}")
     assert precision >= 0.8
+
+
+def test_the_semantic_embedder_end_to_end_and_its_precision(
+    migrated_sqlite: str, tmp_path: Path, record_property: Callable[[str, Any], None]
+) -> None:
+    """RECOMMENDATION_EMBEDDER=semantic: MiniLM vectors (384-d, from the [ml] extra that
+    `make test` installs) stored, indexed and searched through the API; precision reported."""
+    with open_api(migrated_sqlite, tmp_path, recommendation_embedder="semantic") as api:
+        entries = insert_library(api.engine, per_family=6, seed=11)
+        counted = embed_adapters(api.sessions, make_embedder("semantic"), only=None)
+        assert counted == EmbedCount(computed=len(entries), unchanged=0)
+        stats = api.stats()
+        assert (stats["model"], stats["dim"], stats["coverage"]) == (
+            "sentence-transformers/all-MiniLM-L6-v2",
+            384,
+            1.0,
+        )
+        library = Library(api, entries)
+        results = similar_results(library, entries)
+        precision = precision_at_k(results, entries, k=5)
+        record_property("semantic_precision_at_5", round(precision, 4))
+        print(f"precision@5 (semantic, {len(entries)} queries): {precision:.4f}")
+        assert precision >= SEMANTIC_PRECISION_FLOOR
+        # A prompt is encoded by the same model in the API process.
+        prompt = api.for_prompt("a painting made with a brush and black ink", active_adapter_ids=[])
+        assert prompt["items"] and prompt["items"][0]["similarity"] > 0.2
 
 
 def test_similar_precision_at_5_on_both_databases(
