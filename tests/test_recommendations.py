@@ -1001,6 +1001,37 @@ def test_a_worker_carries_out_a_recompute(
         assert api.similar(chosen)["items"]
 
 
+def test_a_starting_worker_queues_embeddings_that_are_missing_or_of_another_model(
+    migrated_sqlite: str, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    queue_path = tmp_path / "queue.db"
+    with open_api(migrated_sqlite, tmp_path, queue_path=queue_path) as api:
+        entries = insert_library(api.engine, per_family=1, seed=9)
+        # One adapter carries a vector of another model (RECOMMENDATION_EMBEDDER changed).
+        assert api.embed(only=[entries[0].id]).computed == 1
+        with api.engine.begin() as connection:
+            connection.execute(update(LoraEmbedding).values(embedding_model="some-older-model/128"))
+        before = api.stats()
+        assert (before["embedded"], before["other_model"]) == (0, 1)
+
+        with running_worker(queue_env(cli_env, migrated_sqlite, queue_path), workers=1) as worker:
+            line = worker.wait_for_line("lack current embeddings; run ", RUN_TIMEOUT)
+            run_id = line.rsplit("run ", 1)[1].split()[0]
+            run = wait_for_run(api, run_id, worker)
+            assert run["status"] == "succeeded", run
+        after = api.stats()
+        assert (after["embedded"], after["other_model"], after["coverage"]) == (
+            len(entries),
+            0,
+            1.0,
+        )
+
+        # Everything current: the next worker start queues nothing.
+        with running_worker(queue_env(cli_env, migrated_sqlite, queue_path), workers=1) as worker:
+            worker.wait_for_line("thread(s) as ", RUN_TIMEOUT)
+            assert not worker.saw("lack current embeddings")
+
+
 def test_a_recompute_the_queue_cannot_take_is_marked_failed(
     migrated_sqlite: str, tmp_path: Path
 ) -> None:

@@ -22,6 +22,7 @@ from lora_manager.deliveries.runner import JobRunner
 from lora_manager.recommendations import repository as runs
 from lora_manager.recommendations.embedders import Embedder, make_embedder
 from lora_manager.recommendations.embedding import run_embedding
+from lora_manager.recommendations.service import queue_if_stale
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,14 @@ class QueueConsumer:
         run_embedding(make_session_factory(self.engine), self._embedder, run_id)
 
     def start(self) -> None:
+        # Before consuming, so "thread(s) as" in the log means the check is done.
+        try:
+            queued = queue_if_stale(make_session_factory(self.engine), self.settings)
+        except Exception as exc:  # the next import or a recompute catches up
+            log.warning("could not check the embeddings: %s", exc)
+        else:
+            if queued is not None:
+                self.echo(f"worker: some adapters lack current embeddings; run {queued} queued")
         self.echo(
             f"worker: queue {job_queue.describe(self.settings)}, {self.threads} "
             f"thread(s) as {self.runner.owner}"

@@ -69,6 +69,14 @@ def get_run(session: Session, run_id: str) -> EmbeddingRun | None:
     return session.get(EmbeddingRun, run_id)
 
 
+def open_run_exists(session: Session, model: str) -> bool:
+    """A run of this model is waiting or running."""
+    query = select(EmbeddingRun.id).where(
+        EmbeddingRun.model == model, EmbeddingRun.status.in_(("pending", "running"))
+    )
+    return session.execute(query.limit(1)).first() is not None
+
+
 def claim_run(session: Session, run_id: str) -> bool:
     result = session.execute(
         update(EmbeddingRun)

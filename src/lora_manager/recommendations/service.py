@@ -63,7 +63,7 @@ class Recommender:
         self.engine = engine
         self._embedder: Embedder | None = None
         self._lock = threading.Lock()
-        name, dim = _model_of(settings.recommendation_embedder)
+        name, dim = model_of(settings.recommendation_embedder)
         self.index = VectorIndex(name, dim, settings.recommendation_index_check)
 
     @property
@@ -267,7 +267,7 @@ def _item(entry: Ranked, signal: repo.Signals) -> dict[str, Any]:
     }
 
 
-def _model_of(kind: str) -> tuple[str, int]:
+def model_of(kind: str) -> tuple[str, int]:
     """The stored model name and dimension of an embedder kind, without loading it."""
     if kind == "light":
         light = HashedNgramEmbedder()
@@ -319,7 +319,7 @@ def start_run(
 def refresh_after_import(sessions: sessionmaker[Session], settings: Settings) -> str | None:
     """Queue an embedding run for what an import changed (unchanged vectors are skipped);
     the run id, or None if the queue cannot be reached (the next import or a recompute will)."""
-    model, _ = _model_of(settings.recommendation_embedder)
+    model, _ = model_of(settings.recommendation_embedder)
     with sessions() as session:
         run = start_run(session, model, None, force=False)
         try:
@@ -330,3 +330,14 @@ def refresh_after_import(sessions: sessionmaker[Session], settings: Settings) ->
             log.warning("embeddings not queued after the import: %s", exc)
             return None
         return run.id
+
+
+def queue_if_stale(sessions: sessionmaker[Session], settings: Settings) -> str | None:
+    """If some adapters lack a current vector (new ones, or RECOMMENDATION_EMBEDDER changed)
+    and no run is waiting for them, queue one; its id, else None."""
+    model, _ = model_of(settings.recommendation_embedder)
+    with sessions() as session:
+        current, _ = repo.embedding_counts(session, model)
+        if current >= repo.count_adapters(session) or repo.open_run_exists(session, model):
+            return None
+    return refresh_after_import(sessions, settings)
