@@ -246,7 +246,7 @@ class UserPreference(Base):
 
 class LoraEmbedding(Base):
     __tablename__ = "loraembedding"
-    __table_args__ = (Index("ix_loraembedding_model", "embedding_model"),)
+    __table_args__ = (Index("ix_loraembedding_model_updated", "embedding_model", "updated_at"),)
 
     adapter_id: Mapped[str] = mapped_column(
         String, ForeignKey("adapter.id", ondelete="CASCADE"), primary_key=True

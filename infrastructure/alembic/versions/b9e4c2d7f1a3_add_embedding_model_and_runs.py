@@ -26,7 +26,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("embedding_model", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("embedding_dim", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("source_hash", sa.String(length=64), nullable=True))
-    op.create_index("ix_loraembedding_model", "loraembedding", ["embedding_model"])
+    # The vector index's freshness check (count and latest update per model) reads only this.
+    op.create_index(
+        "ix_loraembedding_model_updated", "loraembedding", ["embedding_model", "updated_at"]
+    )
     op.create_table(
         "embeddingrun",
         sa.Column("id", sa.String(), nullable=False),
@@ -51,7 +54,7 @@ def downgrade() -> None:
     op.drop_index("ix_embeddingrun_status", table_name="embeddingrun")
     op.drop_index("ix_embeddingrun_created_at", table_name="embeddingrun")
     op.drop_table("embeddingrun")
-    op.drop_index("ix_loraembedding_model", table_name="loraembedding")
+    op.drop_index("ix_loraembedding_model_updated", table_name="loraembedding")
     with op.batch_alter_table("loraembedding") as batch:
         batch.drop_column("source_hash")
         batch.drop_column("embedding_dim")

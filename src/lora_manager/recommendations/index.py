@@ -53,6 +53,9 @@ class VectorIndex:
         self.ids: list[str] = []
         self.matrix = np.zeros((0, dim), dtype=np.float32)
         self.base_models = np.zeros(0, dtype=object)
+        # Base models as small integers: comparing 100,000 strings costs more than the search.
+        self.base_codes = np.zeros(0, dtype=np.int32)
+        self._codes: dict[str, int] = {}
         # Trigger word (normalised) or alias → the adapters that have it.
         self.triggers: dict[str, set[str]] = {}
         self.aliases: dict[str, set[str]] = {}
@@ -70,8 +73,9 @@ class VectorIndex:
     # -- loading ---------------------------------------------------------------------------
 
     def _version_now(self, engine: Engine) -> tuple[int, datetime | None]:
+        # Answered from ix_loraembedding_model_updated alone (rows are written with a vector).
         query = select(func.count(), func.max(_E.updated_at)).where(
-            _E.embedding_model == self.model, _E.semantic_embedding.is_not(None)
+            _E.embedding_model == self.model
         )
         with engine.connect() as connection:
             count, latest = connection.execute(query).one()
@@ -146,13 +150,14 @@ class VectorIndex:
             else np.zeros((0, self.dim), dtype=np.float32)
         )
         self.base_models = np.array(rows.base_models, dtype=object)
+        self.base_codes = np.array([self._code(b) for b in rows.base_models], dtype=np.int32)
         self.triggers, self.aliases, self._grams = {}, {}, None
         for n, adapter_id in enumerate(rows.ids):
             self._add_triggers(adapter_id, rows.triggers[n], rows.aliases[n])
 
     def _merge(self, rows: _Rows) -> None:
         fresh: list[int] = []
-        matrix, base_models = self.matrix, self.base_models
+        matrix, base_models, codes = self.matrix, self.base_models, self.base_codes
         for n, adapter_id in enumerate(rows.ids):
             at = self._position.get(adapter_id)
             if at is None:
@@ -160,6 +165,7 @@ class VectorIndex:
             else:
                 matrix[at] = rows.vectors[n]
                 base_models[at] = rows.base_models[n]
+                codes[at] = self._code(rows.base_models[n])
             self._drop_triggers(adapter_id)
             self._add_triggers(adapter_id, rows.triggers[n], rows.aliases[n])
         if fresh:
@@ -170,6 +176,11 @@ class VectorIndex:
             self.matrix = np.vstack([matrix, *(rows.vectors[n][None, :] for n in fresh)])
             added = np.array([rows.base_models[n] for n in fresh], dtype=object)
             self.base_models = np.concatenate([base_models, added])
+            more = np.array([self._code(rows.base_models[n]) for n in fresh], dtype=np.int32)
+            self.base_codes = np.concatenate([codes, more])
+
+    def _code(self, base_model: str) -> int:
+        return self._codes.setdefault(base_model, len(self._codes))
 
     def _add_triggers(self, adapter_id: str, words: Iterable[str], aliases: Iterable[str]) -> None:
         for word in words:
@@ -204,17 +215,18 @@ class VectorIndex:
     ) -> list[Hit]:
         """The k rows most similar to `query` (cosine), best first."""
         with self._lock:
-            matrix, ids, base_models, position = (
+            matrix, ids, codes, position = (
                 self.matrix,
                 self.ids,
-                self.base_models,
+                self.base_codes,
                 self._position,
             )
-        if not ids or k <= 0:
+            code = self._codes.get(base_model) if base_model is not None else None
+        if not ids or k <= 0 or (base_model is not None and code is None):
             return []
         scores = matrix @ np.asarray(query, dtype=np.float32)
-        if base_model is not None:
-            scores = np.where(base_models == base_model, scores, -np.inf)
+        if code is not None:
+            scores[codes != code] = -np.inf
         for adapter_id in exclude:
             at = position.get(adapter_id)
             if at is not None and at < len(scores):

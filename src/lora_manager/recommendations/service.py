@@ -158,8 +158,10 @@ class Recommender:
                 # A longer trigger typed in full also matches its first word: that counts.
                 found.bonus = min(found.bonus + TRIGGER_IN_PROMPT, TRIGGER_BONUS_CAP)
                 found.reasons.append(f"its trigger word {word!r} is in your prompt")
+        # A common trigger word can have thousands of holders: rank only the likeliest.
+        likeliest = sorted(candidates.values(), key=lambda c: -(c.similarity + c.bonus))
         return self._ranked(
-            session, "prompt", list(candidates.values()), limit, prompt=prompt, active=active
+            session, "prompt", likeliest[: limit * OVERFETCH], limit, prompt=prompt, active=active
         )
 
     def by_trigger(self, session: Session, text: str, *, limit: int) -> Answer:
