@@ -171,18 +171,18 @@ class QueueConsumer:
         # An embedding batch can take a while on the semantic model: allow ten leases.
         return max(10 * self.settings.job_lease_seconds, 60.0)
 
-    def _enqueue_run_quietly(self, run_id: str) -> int:
-        try:
-            self.queue.enqueue_embedding(run_id)
-        except job_queue.QueueError as exc:
-            log.warning("embedding run %s: %s; will try again", run_id, exc)
-            return 0
-        return 1
-
     def _enqueue_quietly(self, job_id: str) -> bool:
+        return self._send_quietly(self.queue.enqueue, "job", job_id)
+
+    def _enqueue_run_quietly(self, run_id: str) -> int:
+        return int(self._send_quietly(self.queue.enqueue_embedding, "embedding run", run_id))
+
+    @staticmethod
+    def _send_quietly(enqueue: Callable[[str], None], what: str, key: str) -> bool:
+        """Queue an id; if the queue is away, log it: the next sweep tries again."""
         try:
-            self.queue.enqueue(job_id)
+            enqueue(key)
         except job_queue.QueueError as exc:
-            log.warning("job %s: %s; will try again", job_id, exc)
+            log.warning("%s %s: %s; will try again", what, key, exc)
             return False
         return True

@@ -142,22 +142,11 @@ class DeliveryQueue:
     def enqueue_embedding(self, run_id: str) -> None:
         """Queue an embedding run; QueueError if the queue is unreachable."""
         self.huey  # noqa: B018 — opens the queue and registers the tasks
-        try:
-            self._embed_task(run_id)
-        except Exception as exc:
-            raise QueueError(f"queue unreachable ({type(exc).__name__})") from None
+        _send(self._embed_task, run_id, 0.0)
 
     def enqueue(self, job_id: str, *, delay: float = 0.0) -> None:
         """Queue a job id, at once or after `delay` seconds; QueueError if unreachable."""
-        try:
-            if delay > 0:
-                self.task.schedule((job_id,), delay=delay)
-            else:
-                self.task(job_id)
-        except QueueError:
-            raise
-        except Exception as exc:  # redis and sqlite3 raise their own kinds
-            raise QueueError(f"queue unreachable ({type(exc).__name__})") from None
+        _send(self.task, job_id, delay)
 
     def backlog(self) -> int:
         """Messages waiting to be taken (not the scheduled retries)."""
@@ -170,6 +159,19 @@ class DeliveryQueue:
         close = getattr(storage, "close", None)
         if close is not None:
             close()
+
+
+def _send(task: Any, key: str, delay: float) -> None:
+    """Put one id on the queue through a registered task, at once or after `delay` seconds."""
+    try:
+        if delay > 0:
+            task.schedule((key,), delay=delay)
+        else:
+            task(key)
+    except QueueError:
+        raise
+    except Exception as exc:  # redis and sqlite3 raise their own kinds
+        raise QueueError(f"queue unreachable ({type(exc).__name__})") from None
 
 
 def _not_here(job_id: str) -> None:

@@ -59,6 +59,8 @@ class VectorIndex:
         # Trigger word (normalised) or alias → the adapters that have it.
         self.triggers: dict[str, set[str]] = {}
         self.aliases: dict[str, set[str]] = {}
+        # Each adapter's (words, aliases), so a refreshed row drops only its own entries.
+        self._words_of: dict[str, tuple[list[str], list[str]]] = {}
         self._grams: dict[str, set[str]] | None = None
         self.loaded_at: datetime | None = None
         self._position: dict[str, int] = {}
@@ -151,7 +153,7 @@ class VectorIndex:
         )
         self.base_models = np.array(rows.base_models, dtype=object)
         self.base_codes = np.array([self._code(b) for b in rows.base_models], dtype=np.int32)
-        self.triggers, self.aliases, self._grams = {}, {}, None
+        self.triggers, self.aliases, self._words_of, self._grams = {}, {}, {}, None
         for n, adapter_id in enumerate(rows.ids):
             self._add_triggers(adapter_id, rows.triggers[n], rows.aliases[n])
 
@@ -183,16 +185,24 @@ class VectorIndex:
         return self._codes.setdefault(base_model, len(self._codes))
 
     def _add_triggers(self, adapter_id: str, words: Iterable[str], aliases: Iterable[str]) -> None:
+        words, aliases = list(words), list(aliases)
         for word in words:
             self.triggers.setdefault(word, set()).add(adapter_id)
         for alias in aliases:
             self.aliases.setdefault(alias, set()).add(adapter_id)
+        self._words_of[adapter_id] = (words, aliases)
         self._grams = None
 
     def _drop_triggers(self, adapter_id: str) -> None:
-        for table in (self.triggers, self.aliases):
-            for holders in table.values():
-                holders.discard(adapter_id)
+        # Only the adapter's own words: a refresh of a few rows must not walk every trigger.
+        words, aliases = self._words_of.pop(adapter_id, ([], []))
+        for table, keys in ((self.triggers, words), (self.aliases, aliases)):
+            for key in keys:
+                holders = table.get(key)
+                if holders is not None:
+                    holders.discard(adapter_id)
+                    if not holders:
+                        del table[key]
 
     # -- searching -------------------------------------------------------------------------
 
