@@ -533,6 +533,20 @@ def test_by_trigger_of_nonsense_is_empty(trigger_api: RecApi, q: str) -> None:
     trigger_api.assert_recorded(answer, "trigger", context_prompt=q)
 
 
+def test_a_trigger_typed_twice_counts_once_and_its_holder_is_ranked(trigger_api: RecApi) -> None:
+    for prompt in ("a harbour, ink wash", "ink wash harbour, more ink wash, Ink-Wash"):
+        answer = trigger_api.for_prompt(prompt, active_adapter_ids=[], limit=5)
+        first = answer["items"][0]
+        assert first["name"] == "Ink Wash Master", names(answer)
+        assert first["score"] == pytest.approx(first["similarity"] + 0.25, abs=2e-4)
+        said = "its trigger word 'ink wash' is in your prompt"
+        assert first["reasons"].count(said) == 1, first["reasons"]
+        # Only the holder gets the trigger reason; the others are there for their similarity.
+        for item in answer["items"][1:]:
+            assert item["score"] == pytest.approx(item["similarity"], abs=2e-4)
+            assert not any("trigger word" in reason for reason in item["reasons"])
+
+
 def test_by_trigger_on_the_family_library(library: Library) -> None:
     """Each canonical trigger some adapter carries (as normalised) finds all its holders."""
     checked = 0

@@ -110,10 +110,16 @@ class Settings(BaseSettings):
         description="light (hashed n-grams, NumPy) or semantic (all-MiniLM-L6-v2, the [ml] extra)",
     )
     recommendation_index_check: float = Field(
-        2.0, ge=0, description="Seconds the vector index trusts itself before checking the table"
+        2.0,
+        ge=0,
+        description="Seconds between background checks of the table for changed vectors "
+        "(0: every request checks)",
     )
     schema_check_interval: float = Field(
-        2.0, ge=0, description="Seconds the API trusts its last 'schema at head' answer"
+        2.0,
+        ge=0,
+        description="Seconds the API trusts its last 'schema at head' answer before "
+        "re-checking in the background (0: every request checks)",
     )
 
     @field_validator("database_url")

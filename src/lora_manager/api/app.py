@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -28,6 +29,12 @@ from lora_manager.worker import Worker
 log = logging.getLogger(__name__)
 
 _APP_CONNECT_TIMEOUT = 3
+# Seconds shutdown waits for an index load still under way before closing the engine.
+WARM_UP_WAIT = 30.0
+
+
+def _schema_ready(gate: SchemaGate) -> Callable[[], bool]:
+    return lambda: gate.status().at_head
 
 
 def migrate_to_head(settings: Settings) -> None:
@@ -57,13 +64,18 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if migrate:
             await anyio.to_thread.run_sync(migrate_to_head, settings)
+        warming = app.state.recommender.warm_up(_schema_ready(app.state.schema_gate))
         worker = thread = None
         if run_worker:
             # The same worker as `lora-manager worker`, in a thread: it waits for the schema.
             worker = Worker(settings, echo=log.info)
             thread = threading.Thread(target=worker.run, name="in-process-worker", daemon=True)
             thread.start()
+        # What start-up built lives as long as the process: full collections need not walk it.
+        gc.freeze()
         yield
+        gc.unfreeze()
+        await anyio.to_thread.run_sync(warming.join, WARM_UP_WAIT)
         if worker is not None and thread is not None:
             worker.stopping.set()
             await anyio.to_thread.run_sync(thread.join)

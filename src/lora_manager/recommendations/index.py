@@ -1,10 +1,15 @@
 """An in-memory vector index per process: the stored vectors of one model, searched exactly.
 
 Loaded from `loraembedding` (the stored float32 bytes, never re-encoded) and kept fresh by a
-cheap version query (row count and latest update) asked at most every `check_interval`
-seconds: newer rows are merged in, and a count that no longer matches means rows were deleted,
-so the index reloads whole. Search is exact cosine similarity: one matrix-vector product over
-L2-normalised rows.
+cheap version query (row count and latest update): newer rows are merged in, and a count that
+no longer matches means rows were deleted, so the index reloads whole. The first load happens
+in the caller; after it, a check that is due runs in a background thread and searches go on
+with what is loaded, so no request waits for the database. With `check_interval` 0 every call
+checks in the caller (tests, and anyone who wants each answer to see the latest vectors).
+
+Rows are kept grouped by base model (one contiguous block each), so a search within one base
+model multiplies only its block. Search is exact cosine similarity: one matrix-vector product
+over L2-normalised rows.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from lora_manager.background import start_in_background
 from lora_manager.models import Adapter, LoraEmbedding, utcnow
-from lora_manager.recommendations.embedders import vector_from_bytes
+from lora_manager.recommendations.embedders import vector_from_bytes, vectors_from_bytes
 
 _E = LoraEmbedding.__table__.c
 # Rows stamped before the last refresh may commit after it: re-read this much of the past.
@@ -34,10 +41,80 @@ class Hit:
     score: float
 
 
+@dataclass(frozen=True)
+class _Table:
+    """The searchable rows, replaced whole (readers take one reference, without a lock):
+    row n is ids[n], matrix[n], codes[n]; rows sorted by base-model code, each code's rows
+    one block [start, end)."""
+
+    ids: list[str]
+    matrix: np.ndarray
+    codes: np.ndarray
+    position: dict[str, int]
+    blocks: dict[int, tuple[int, int]]
+
+    @classmethod
+    def empty(cls, dim: int) -> _Table:
+        return cls.from_sorted(
+            [], np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int32)
+        )
+
+    @classmethod
+    def from_sorted(cls, ids: list[str], matrix: np.ndarray, codes: np.ndarray) -> _Table:
+        """From rows already sorted by code."""
+        bounds = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist(), len(ids)] if ids else []
+        blocks = {int(codes[start]): (start, end) for start, end in pairwise(bounds)}
+        position = {adapter_id: n for n, adapter_id in enumerate(ids)}
+        return cls(ids, matrix, codes, position, blocks)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Similarities of one query to a block of rows: the best of them, or those of given ids."""
+
+    table: _Table
+    start: int
+    values: np.ndarray
+
+    def _at(self, adapter_id: str) -> int | None:
+        at = self.table.position.get(adapter_id)
+        if at is None or not self.start <= at < self.start + len(self.values):
+            return None
+        return at - self.start
+
+    def top(self, k: int, *, exclude: Sequence[str] = (), min_score: float = -1.0) -> list[Hit]:
+        """The k best rows, best first; none of `exclude`, none under `min_score`."""
+        values = self.values
+        left_out = [n for n in map(self._at, exclude) if n is not None]
+        if left_out:
+            values = values.copy()
+            values[left_out] = -np.inf
+        k = min(k, len(values))
+        if k <= 0:
+            return []
+        top = np.argpartition(-values, k - 1)[:k]
+        top = top[np.argsort(-values[top], kind="stable")]
+        return [
+            Hit(self.table.ids[self.start + n], float(values[n]))
+            for n in top
+            if np.isfinite(values[n]) and values[n] >= min_score
+        ]
+
+    def of(self, adapter_ids: Iterable[str]) -> dict[str, float]:
+        """The similarity of each of these adapters that is in the block."""
+        ids, rows = [], []
+        for adapter_id in adapter_ids:
+            n = self._at(adapter_id)
+            if n is not None:
+                ids.append(adapter_id)
+                rows.append(n)
+        return dict(zip(ids, self.values[rows].tolist(), strict=True))
+
+
 @dataclass
 class _Rows:
     ids: list[str] = field(default_factory=list)
-    vectors: list[np.ndarray] = field(default_factory=list)
+    blobs: list[bytes] = field(default_factory=list)
     base_models: list[str] = field(default_factory=list)
     triggers: list[list[str]] = field(default_factory=list)
     aliases: list[list[str]] = field(default_factory=list)
@@ -50,27 +127,32 @@ class VectorIndex:
         self.model = model
         self.dim = dim
         self.check_interval = check_interval
-        self.ids: list[str] = []
-        self.matrix = np.zeros((0, dim), dtype=np.float32)
-        self.base_models = np.zeros(0, dtype=object)
+        self._table = _Table.empty(dim)
         # Base models as small integers: comparing 100,000 strings costs more than the search.
-        self.base_codes = np.zeros(0, dtype=np.int32)
         self._codes: dict[str, int] = {}
+        self._names: list[str] = []
         # Trigger word (normalised) or alias → the adapters that have it.
         self.triggers: dict[str, set[str]] = {}
         self.aliases: dict[str, set[str]] = {}
         # Each adapter's (words, aliases), so a refreshed row drops only its own entries.
-        self._words_of: dict[str, tuple[list[str], list[str]]] = {}
+        self._words_of: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._grams: dict[str, set[str]] | None = None
         self.loaded_at: datetime | None = None
-        self._position: dict[str, int] = {}
         self._version: tuple[int, datetime | None] = (-1, None)
         self._checked = 0.0
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self._table.ids)
+
+    @property
+    def ids(self) -> list[str]:
+        return self._table.ids
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self._table.matrix
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -98,33 +180,40 @@ class VectorIndex:
         if since is not None:
             query = query.where(_E.updated_at >= since)
         rows = _Rows()
+        size = 4 * self.dim
         with engine.connect() as connection:
             for adapter_id, blob, triggers, aliases, base_model in connection.execute(query):
-                if len(blob) != 4 * self.dim:
+                if len(blob) != size:
                     continue  # a vector of another dimension: the recompute will replace it
                 rows.ids.append(adapter_id)
-                rows.vectors.append(vector_from_bytes(bytes(blob), self.dim))
+                rows.blobs.append(bytes(blob))
                 rows.base_models.append(base_model or "")
                 rows.triggers.append(list(triggers or []))
                 rows.aliases.append([a for spelled in (aliases or {}).values() for a in spelled])
         return rows
 
     def refresh(self, engine: Engine, *, force: bool = False) -> bool:
-        """Bring the index up to date if the table changed; True if it did change. While one
-        thread refreshes, the others search what is loaded instead of waiting (unless nothing
-        is loaded yet)."""
-        now = time.monotonic()
-        if not force and now - self._checked < self.check_interval:
-            return False
+        """Bring the index up to date if the table changed; True if this call changed it.
+
+        The first load (and `force`) runs here, waiting for any refresh under way. Once loaded,
+        a due check runs in a background thread and this returns False at once."""
+        if not force and self.loaded_at is not None:
+            if time.monotonic() - self._checked < self.check_interval:
+                return False
+            if self.check_interval > 0:
+                start_in_background(
+                    self._refreshing, lambda: self._refresh(engine, False), "vector-index-refresh"
+                )
+                return False
         if not self._refreshing.acquire(blocking=force or self.loaded_at is None):
             return False
         try:
-            return self._refresh(engine, now, force)
+            return self._refresh(engine, force)
         finally:
             self._refreshing.release()
 
-    def _refresh(self, engine: Engine, now: float, force: bool) -> bool:
-        self._checked = now
+    def _refresh(self, engine: Engine, force: bool) -> bool:
+        self._checked = time.monotonic()
         version = self._version_now(engine)
         if version == self._version and not force:
             return False
@@ -144,58 +233,69 @@ class VectorIndex:
         return True
 
     def _replace(self, rows: _Rows) -> None:
-        self.ids = rows.ids
-        self._position = {adapter_id: n for n, adapter_id in enumerate(rows.ids)}
-        self.matrix = (
-            np.vstack(rows.vectors).astype(np.float32, copy=False)
-            if rows.vectors
-            else np.zeros((0, self.dim), dtype=np.float32)
+        codes = [self._code(base_model) for base_model in rows.base_models]
+        order = sorted(range(len(rows.ids)), key=codes.__getitem__)  # stable: blocks by code
+        self._table = _Table.from_sorted(
+            [rows.ids[n] for n in order],
+            vectors_from_bytes([rows.blobs[n] for n in order], self.dim),
+            np.array([codes[n] for n in order], dtype=np.int32),
         )
-        self.base_models = np.array(rows.base_models, dtype=object)
-        self.base_codes = np.array([self._code(b) for b in rows.base_models], dtype=np.int32)
         self.triggers, self.aliases, self._words_of, self._grams = {}, {}, {}, None
         for n, adapter_id in enumerate(rows.ids):
             self._add_triggers(adapter_id, rows.triggers[n], rows.aliases[n])
 
     def _merge(self, rows: _Rows) -> None:
-        fresh: list[int] = []
-        matrix, base_models, codes = self.matrix, self.base_models, self.base_codes
+        """Rows that keep their base model change in place; new rows and rows that moved to
+        another base model make a new, regrouped table."""
+        table = self._table
+        moved: list[int] = []  # positions of rows whose base model changed
+        added: list[int] = []  # entries of `rows` to append
         for n, adapter_id in enumerate(rows.ids):
-            at = self._position.get(adapter_id)
-            if at is None:
-                fresh.append(n)
+            code = self._code(rows.base_models[n])
+            at = table.position.get(adapter_id)
+            if at is not None and table.codes[at] == code:
+                table.matrix[at] = vector_from_bytes(rows.blobs[n], self.dim)
             else:
-                matrix[at] = rows.vectors[n]
-                base_models[at] = rows.base_models[n]
-                codes[at] = self._code(rows.base_models[n])
+                if at is not None:
+                    moved.append(at)
+                added.append(n)
             self._drop_triggers(adapter_id)
             self._add_triggers(adapter_id, rows.triggers[n], rows.aliases[n])
-        if fresh:
-            start = len(self.ids)
-            self.ids = [*self.ids, *(rows.ids[n] for n in fresh)]
-            for offset, n in enumerate(fresh):
-                self._position[rows.ids[n]] = start + offset
-            self.matrix = np.vstack([matrix, *(rows.vectors[n][None, :] for n in fresh)])
-            added = np.array([rows.base_models[n] for n in fresh], dtype=object)
-            self.base_models = np.concatenate([base_models, added])
-            more = np.array([self._code(rows.base_models[n]) for n in fresh], dtype=np.int32)
-            self.base_codes = np.concatenate([codes, more])
+        if not added:
+            return
+        keep = np.ones(len(table.ids), dtype=bool)
+        keep[moved] = False
+        ids = [adapter_id for adapter_id, kept in zip(table.ids, keep, strict=True) if kept]
+        ids += [rows.ids[n] for n in added]
+        fresh = vectors_from_bytes([rows.blobs[n] for n in added], self.dim)
+        matrix = np.vstack([table.matrix[keep], fresh])
+        more = np.array([self._code(rows.base_models[n]) for n in added], dtype=np.int32)
+        codes = np.concatenate([table.codes[keep], more])
+        order = np.argsort(codes, kind="stable")
+        self._table = _Table.from_sorted([ids[n] for n in order], matrix[order], codes[order])
 
     def _code(self, base_model: str) -> int:
-        return self._codes.setdefault(base_model, len(self._codes))
+        code = self._codes.get(base_model)
+        if code is None:
+            code = self._codes[base_model] = len(self._names)
+            self._names.append(base_model)
+        return code
 
     def _add_triggers(self, adapter_id: str, words: Iterable[str], aliases: Iterable[str]) -> None:
-        words, aliases = list(words), list(aliases)
-        for word in words:
+        # Tuples of strings: the garbage collector stops tracking them, so 100,000 adapters
+        # do not make every full collection walk 300,000 containers.
+        entry = (tuple(words), tuple(aliases))
+        for word in entry[0]:
             self.triggers.setdefault(word, set()).add(adapter_id)
-        for alias in aliases:
+        for alias in entry[1]:
             self.aliases.setdefault(alias, set()).add(adapter_id)
-        self._words_of[adapter_id] = (words, aliases)
+        if entry[0] or entry[1]:
+            self._words_of[adapter_id] = entry
         self._grams = None
 
     def _drop_triggers(self, adapter_id: str) -> None:
         # Only the adapter's own words: a refresh of a few rows must not walk every trigger.
-        words, aliases = self._words_of.pop(adapter_id, ([], []))
+        words, aliases = self._words_of.pop(adapter_id, ((), ()))
         for table, keys in ((self.triggers, words), (self.aliases, aliases)):
             for key in keys:
                 holders = table.get(key)
@@ -207,12 +307,14 @@ class VectorIndex:
     # -- searching -------------------------------------------------------------------------
 
     def vector(self, adapter_id: str) -> np.ndarray | None:
-        at = self._position.get(adapter_id)
-        return None if at is None else self.matrix[at]
+        table = self._table
+        at = table.position.get(adapter_id)
+        return None if at is None else table.matrix[at]
 
     def base_model_of(self, adapter_id: str) -> str | None:
-        at = self._position.get(adapter_id)
-        return None if at is None else str(self.base_models[at])
+        table = self._table
+        at = table.position.get(adapter_id)
+        return None if at is None else self._names[table.codes[at]]
 
     def search(
         self,
@@ -224,31 +326,18 @@ class VectorIndex:
         min_score: float = -1.0,
     ) -> list[Hit]:
         """The k rows most similar to `query` (cosine), best first."""
-        with self._lock:
-            matrix, ids, codes, position = (
-                self.matrix,
-                self.ids,
-                self.base_codes,
-                self._position,
-            )
-            code = self._codes.get(base_model) if base_model is not None else None
-        if not ids or k <= 0 or (base_model is not None and code is None):
-            return []
-        scores = matrix @ np.asarray(query, dtype=np.float32)
-        if code is not None:
-            scores[codes != code] = -np.inf
-        for adapter_id in exclude:
-            at = position.get(adapter_id)
-            if at is not None and at < len(scores):
-                scores[at] = -np.inf
-        k = min(k, len(ids))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [
-            Hit(ids[n], float(scores[n]))
-            for n in top
-            if np.isfinite(scores[n]) and scores[n] >= min_score
-        ]
+        return self.score(query, base_model).top(k, exclude=exclude, min_score=min_score)
+
+    def score(self, query: np.ndarray, base_model: str | None = None) -> Scores:
+        """Cosine similarity of `query` to every row (of `base_model`'s block, if given)."""
+        table = self._table
+        if base_model is None:
+            start, end = 0, len(table.ids)
+        else:
+            code = self._codes.get(base_model)
+            start, end = table.blocks.get(code, (0, 0)) if code is not None else (0, 0)
+        values = table.matrix[start:end] @ np.asarray(query, dtype=np.float32)
+        return Scores(table, start, values)
 
     def near_triggers(self, word: str, threshold: float = 0.45) -> list[tuple[str, float]]:
         """Trigger words spelled like `word`: Jaccard similarity of their character 3-grams."""

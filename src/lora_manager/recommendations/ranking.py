@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from lora_manager.models import UserPreference
-from lora_manager.recommendations.repository import Signals
+from lora_manager.recommendations.repository import Preference, Signals
 
 RATING_STEP = 0.03
 FAVORITE = 0.05
@@ -45,11 +44,11 @@ class Ranked:
     reasons: list[str] = field(default_factory=list)
 
 
-def _matches(preference: UserPreference, signal: Signals) -> bool:
+def _matches(preference: Preference, signal: Signals) -> bool:
     value = preference.preference_value.strip().lower()
     adapter = signal.adapter
     if preference.preference_type == "tag":
-        return value in signal.tags
+        return value in adapter.tags
     if preference.preference_type == "base_model":
         return (adapter.base_model or "").lower() == value
     if preference.preference_type == "author":
@@ -57,7 +56,7 @@ def _matches(preference: UserPreference, signal: Signals) -> bool:
     return False
 
 
-def boost(signal: Signals, prefs: Sequence[UserPreference]) -> tuple[float, list[str]]:
+def boost(signal: Signals, prefs: Sequence[Preference]) -> tuple[float, list[str]]:
     """The sum of an adapter's boosts, with a reason for each."""
     total, reasons = 0.0, []
     adapter = signal.adapter
@@ -84,7 +83,7 @@ def boost(signal: Signals, prefs: Sequence[UserPreference]) -> tuple[float, list
 def rank(
     candidates: Sequence[Candidate],
     signals: dict[str, Signals],
-    prefs: Sequence[UserPreference],
+    prefs: Sequence[Preference],
     limit: int,
 ) -> list[Ranked]:
     """Order candidates by similarity plus their bonus plus the boosts."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, cast
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, case, func, select, update
+from sqlalchemy import Table, and_, case, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -18,9 +18,11 @@ from lora_manager.models import (
     RecommendationFeedback,
     RecommendationSession,
     UserPreference,
+    new_id,
     utcnow,
 )
 
+_SESSIONS = cast(Table, RecommendationSession.__table__)
 POSITIVE = ("positive", "used")
 NEGATIVE = ("negative", "dismissed")
 FEEDBACK_TYPES = (*POSITIVE, *NEGATIVE)
@@ -117,47 +119,113 @@ def overdue_runs(engine: Engine, older_than: float) -> list[str]:
 # --- what ranking reads -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AdapterFacts:
+    """The few columns of an adapter that ranking and answers use (not the whole row)."""
+
+    id: str
+    name: str
+    base_model: str | None
+    author_username: str | None
+    rating: int | None
+    is_favorite: bool
+    tags: frozenset[str]
+
+
+_FACT_COLUMNS = (
+    Adapter.id,
+    Adapter.name,
+    Adapter.base_model,
+    Adapter.author_username,
+    Adapter.rating,
+    Adapter.is_favorite,
+    Adapter.tags,
+    Adapter.user_tags,
+)
+
+
+def _facts(row: Any) -> AdapterFacts:
+    words = [*(row.tags or []), *(row.user_tags or [])]
+    return AdapterFacts(
+        id=row.id,
+        name=row.name,
+        base_model=row.base_model,
+        author_username=row.author_username,
+        rating=row.rating,
+        is_favorite=bool(row.is_favorite),
+        tags=frozenset(str(word).strip().lower() for word in words if str(word).strip()),
+    )
+
+
+def adapter_facts(session: Session, adapter_ids: Sequence[str]) -> dict[str, AdapterFacts]:
+    """Facts of these adapters (the ones that exist), by id."""
+    if not adapter_ids:
+        return {}
+    query = select(*_FACT_COLUMNS).where(Adapter.id.in_(list(dict.fromkeys(adapter_ids))))
+    return {row.id: _facts(row) for row in session.execute(query)}
+
+
 @dataclass
 class Signals:
     """What the user told us about one adapter, and what it is (for preferences)."""
 
-    adapter: Adapter
+    adapter: AdapterFacts
     positives: int = 0
     negatives: int = 0
-    tags: set[str] = field(default_factory=set)
 
 
 def signals(session: Session, adapter_ids: Sequence[str]) -> dict[str, Signals]:
+    """Facts and feedback counts of these adapters, in one query."""
     if not adapter_ids:
         return {}
-    found = {
-        adapter.id: Signals(adapter)
-        for adapter in session.scalars(select(Adapter).where(Adapter.id.in_(adapter_ids)))
-    }
-    positive = case((RecommendationFeedback.feedback_type.in_(POSITIVE), 1), else_=0)
-    negative = case((RecommendationFeedback.feedback_type.in_(NEGATIVE), 1), else_=0)
-    counts = session.execute(
-        select(RecommendationFeedback.recommended_lora_id, func.sum(positive), func.sum(negative))
-        .where(RecommendationFeedback.recommended_lora_id.in_(list(found)))
-        .group_by(RecommendationFeedback.recommended_lora_id)
-    )
-    for adapter_id, ups, downs in counts:
-        found[adapter_id].positives = int(ups or 0)
-        found[adapter_id].negatives = int(downs or 0)
-    for entry in found.values():
-        words = [*(entry.adapter.tags or []), *(entry.adapter.user_tags or [])]
-        entry.tags = {str(word).strip().lower() for word in words if str(word).strip()}
-    return found
-
-
-def preferences(session: Session) -> list[UserPreference]:
-    return list(
-        session.scalars(
-            select(UserPreference).order_by(
-                UserPreference.preference_type, UserPreference.preference_value
-            )
+    ids = list(dict.fromkeys(adapter_ids))
+    feedback = RecommendationFeedback
+    positive = case((feedback.feedback_type.in_(POSITIVE), 1), else_=0)
+    negative = case((feedback.feedback_type.in_(NEGATIVE), 1), else_=0)
+    counts = (
+        select(
+            feedback.recommended_lora_id.label("adapter_id"),
+            func.sum(positive).label("positives"),
+            func.sum(negative).label("negatives"),
         )
+        .where(feedback.recommended_lora_id.in_(ids))
+        .group_by(feedback.recommended_lora_id)
+        .subquery()
     )
+    query = (
+        select(*_FACT_COLUMNS, counts.c.positives, counts.c.negatives)
+        .outerjoin(counts, counts.c.adapter_id == Adapter.id)
+        .where(Adapter.id.in_(ids))
+    )
+    return {
+        row.id: Signals(_facts(row), int(row.positives or 0), int(row.negatives or 0))
+        for row in session.execute(query)
+    }
+
+
+_PREFERENCE_COLUMNS = (
+    UserPreference.preference_type,
+    UserPreference.preference_value,
+    UserPreference.confidence,
+    UserPreference.learned_from,
+    UserPreference.updated_at,
+)
+
+
+class Preference(NamedTuple):
+    preference_type: str
+    preference_value: str
+    confidence: float
+    learned_from: str
+    updated_at: datetime
+
+
+def preferences(session: Session) -> list[Preference]:
+    """Every preference (the columns, not ORM objects: every answer reads them)."""
+    query = select(*_PREFERENCE_COLUMNS).order_by(
+        UserPreference.preference_type, UserPreference.preference_value
+    )
+    return [Preference(*row) for row in session.execute(query)]
 
 
 def replace_explicit_preferences(
@@ -196,18 +264,22 @@ def record_session(
     prompt: str | None = None,
     active: Sequence[str] | None = None,
     target: str | None = None,
-) -> RecommendationSession:
-    record = RecommendationSession(
-        recommendation_type=kind,
-        context_prompt=prompt,
-        active_loras=list(active) if active else None,
-        target_lora_id=target,
-        recommendations=items,
-        generated_at=utcnow(),
+) -> str:
+    """Store what was shown; the new session's id. One INSERT, no ORM bookkeeping: every
+    recommendation answer pays for it."""
+    session_id = new_id()
+    session.execute(
+        insert(_SESSIONS).values(
+            id=session_id,
+            recommendation_type=kind,
+            context_prompt=prompt,
+            active_loras=list(active) if active else None,
+            target_lora_id=target,
+            recommendations=items,
+            generated_at=utcnow(),
+        )
     )
-    session.add(record)
-    session.flush()
-    return record
+    return session_id
 
 
 def get_session(session: Session, session_id: str) -> RecommendationSession | None:

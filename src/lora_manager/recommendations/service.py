@@ -7,9 +7,11 @@ when there is nothing to search yet.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from lora_manager.api.errors import ApiError, NotFoundError
 from lora_manager.catalog import repository as catalog
 from lora_manager.config import Settings
+from lora_manager.db import short_error
 from lora_manager.deliveries.queue import DeliveryQueue, QueueError
 from lora_manager.models import EmbeddingRun, utcnow
 from lora_manager.recommendations import repository as repo
@@ -79,6 +82,21 @@ class Recommender:
         except EmbedderUnavailable as exc:
             raise ApiError(str(exc), 503) from None
 
+    def warm_up(self, ready: Callable[[], bool]) -> threading.Thread:
+        """Load the vector index in a background thread, if `ready()` (the schema is at head),
+        so the first request after a start does not wait for 100,000 vectors."""
+
+        def load() -> None:
+            try:
+                if ready():
+                    self.index.refresh(self.engine)
+            except Exception as exc:  # the first request loads it, or says what is wrong
+                log.info("vector index not loaded at start-up: %s", short_error(exc))
+
+        thread = threading.Thread(target=load, name="vector-index-warm-up", daemon=True)
+        thread.start()
+        return thread
+
     def _fresh_index(self) -> VectorIndex:
         self.index.refresh(self.engine)
         return self.index
@@ -95,7 +113,7 @@ class Recommender:
         exclude: Sequence[str],
         min_score: float,
     ) -> Answer:
-        target = catalog.get_adapter(session, adapter_id)
+        target = repo.adapter_facts(session, [adapter_id]).get(adapter_id)
         if target is None:
             raise NotFoundError(f"no adapter {adapter_id}")
         index = self._fresh_index()
@@ -131,7 +149,7 @@ class Recommender:
         base_model: str | None,
     ) -> Answer:
         index = self._fresh_index()
-        names = {a.id: a.name for a in catalog.get_adapters(session, list(active))}
+        names = {a.id: a.name for a in repo.adapter_facts(session, active).values()}
         unknown = [i for i in active if i not in names]
         if unknown:
             raise ApiError(f"unknown adapter ids: {', '.join(unknown)}", 422)
@@ -143,26 +161,42 @@ class Recommender:
             query = query + (1 - PROMPT_SHARE) * np.mean(active_vectors, axis=0)
         norm = float(np.linalg.norm(query))
         query = query / norm if norm else query
-        hits = index.search(query, limit * OVERFETCH, exclude=active, base_model=base_model)
+        scores = index.score(query, base_model)
+        hits = scores.top(limit * OVERFETCH, exclude=active)
         label = "close to your prompt"
         if active_vectors:
             label += " and to " + ", ".join(names[i] for i in active if index.vector(i) is not None)
-        candidates = {hit.adapter_id: Candidate(hit.adapter_id, hit.score, [label]) for hit in hits}
-        for word, holders in self._triggers_in(prompt, index).items():
-            for holder in holders - set(active):
-                if base_model is not None and index.base_model_of(holder) != base_model:
-                    continue
-                found = candidates.setdefault(
-                    holder, Candidate(holder, self._similarity(index, holder, query))
-                )
-                # A longer trigger typed in full also matches its first word: that counts.
-                found.bonus = min(found.bonus + TRIGGER_IN_PROMPT, TRIGGER_BONUS_CAP)
-                found.reasons.append(f"its trigger word {word!r} is in your prompt")
-        # A common trigger word can have thousands of holders: rank only the likeliest.
-        likeliest = sorted(candidates.values(), key=lambda c: -(c.similarity + c.bonus))
-        return self._ranked(
-            session, "prompt", likeliest[: limit * OVERFETCH], limit, prompt=prompt, active=active
+        similarity = {hit.adapter_id: hit.score for hit in hits}
+        close = set(similarity)
+        matches = self._trigger_matches(prompt, index, exclude=active)
+        # Per holder, how many of the prompt's trigger words it has (counts, not lists: a
+        # common word has thousands of holders, and each request would leave them to the GC).
+        found: Counter[str] = Counter()
+        for holders in matches.values():
+            found.update(holders)
+        # Holders of another base model are not in `scores`, and drop out.
+        similarity.update(scores.of(holder for holder in found if holder not in similarity))
+
+        def bonus(adapter_id: str) -> float:
+            # A longer trigger typed in full also matches its first word: that counts.
+            return min(TRIGGER_IN_PROMPT * found[adapter_id], TRIGGER_BONUS_CAP)
+
+        # Rank only the likeliest (similarity plus trigger bonus) of hits and holders.
+        likeliest = heapq.nlargest(
+            limit * OVERFETCH, similarity, key=lambda a: similarity[a] + bonus(a)
         )
+        candidates = []
+        for adapter_id in likeliest:
+            reasons = [label] if adapter_id in close else []
+            reasons += [
+                f"its trigger word {word!r} is in your prompt"
+                for word, holders in matches.items()
+                if adapter_id in holders
+            ]
+            candidates.append(
+                Candidate(adapter_id, similarity[adapter_id], reasons, bonus(adapter_id))
+            )
+        return self._ranked(session, "prompt", candidates, limit, prompt=prompt, active=active)
 
     def by_trigger(self, session: Session, text: str, *, limit: int) -> Answer:
         index = self._fresh_index()
@@ -172,7 +206,8 @@ class Recommender:
         if len(index) == 0:
             return self._record(session, "trigger", [], hint=NO_VECTORS_HINT, prompt=text)
         candidates: dict[str, Candidate] = {}
-        for holder in index.triggers.get(word, ()):
+        # Copies: a background refresh may change these sets while we read them.
+        for holder in set(index.triggers.get(word, ())):
             candidates[holder] = Candidate(holder, 1.0, [f"trigger word {word!r}"])
         compact = word.replace(" ", "")
         for holder in index.aliases.get(word, set()) | index.aliases.get(compact, set()):
@@ -180,7 +215,7 @@ class Recommender:
                 holder, Candidate(holder, ALIAS_MATCH, [f"trigger word spelled {text!r}"])
             )
         for near, score in index.near_triggers(word):
-            for holder in index.triggers.get(near, ()):
+            for holder in set(index.triggers.get(near, ())):
                 candidates.setdefault(
                     holder,
                     Candidate(
@@ -195,23 +230,25 @@ class Recommender:
     # -- shared steps ----------------------------------------------------------------------
 
     @staticmethod
-    def _similarity(index: VectorIndex, adapter_id: str, query: np.ndarray) -> float:
-        vector = index.vector(adapter_id)
-        return float(vector @ query) if vector is not None else 0.0
-
-    @staticmethod
-    def _triggers_in(prompt: str, index: VectorIndex) -> dict[str, set[str]]:
-        """Trigger words (of one to four words) that the prompt contains."""
+    def _trigger_matches(
+        prompt: str, index: VectorIndex, exclude: Sequence[str]
+    ) -> dict[str, set[str]]:
+        """Trigger words (of one to four words) that the prompt contains, each with the
+        adapters that hold it (but those of `exclude`)."""
         tokens = normalize_trigger(prompt).split()
-        found: dict[str, set[str]] = {}
-        for size in range(1, 5):
-            for start in range(len(tokens) - size + 1):
-                phrase = " ".join(tokens[start : start + size])
-                for table in (index.triggers, index.aliases):
-                    holders = table.get(phrase)
-                    if holders:
-                        found.setdefault(phrase, set()).update(holders)
-        return found
+        left_out = set(exclude)
+        phrases = (
+            " ".join(tokens[start : start + size])
+            for size in range(1, 5)
+            for start in range(len(tokens) - size + 1)
+        )
+        matches = {}
+        for phrase in dict.fromkeys(phrases):  # a phrase typed twice counts once
+            holders = index.triggers.get(phrase, set()) | index.aliases.get(phrase, set())
+            holders -= left_out
+            if holders:
+                matches[phrase] = holders
+        return matches
 
     def _ranked(
         self,
@@ -234,9 +271,9 @@ class Recommender:
         hint: str | None = None,
         **context: Any,
     ) -> Answer:
-        record = repo.record_session(session, kind=kind, items=items, **context)
+        session_id = repo.record_session(session, kind=kind, items=items, **context)
         session.commit()
-        return Answer(items=items, session_id=record.id, hint=hint)
+        return Answer(items=items, session_id=session_id, hint=hint)
 
     # -- bookkeeping -----------------------------------------------------------------------
 
