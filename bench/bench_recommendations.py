@@ -813,14 +813,14 @@ PROFILE_PARTS = (
     ),
     ("score trigger holders (Scores.of)", "recommendations/index.py", "of"),
     (
-        "adapter lookups (adapter_facts, active_adapters)",
+        "adapter lookups (adapter_facts, active_adapter_ids)",
         "recommendations/repository.py",
         "adapter_facts",
     ),
     (
-        "adapter lookups (adapter_facts, active_adapters)",
+        "adapter lookups (adapter_facts, active_adapter_ids)",
         "catalog/repository.py",
-        "active_adapters",
+        "active_adapter_ids",
     ),
     (
         "candidates' facts and feedback (repository.signals)",
@@ -1035,7 +1035,7 @@ def bench_api(args: argparse.Namespace, resources: Resources, library: Library) 
                         )
                     prompts = PLAIN_PROMPTS if kind == "prompt" else TRIGGER_PROMPTS
                     # What the route does without active_adapter_ids: the catalog's active ones.
-                    active = [adapter.id for adapter in catalog.active_adapters(session)]
+                    active = catalog.active_adapter_ids(session)
                     return recommender.for_prompt(
                         session, prompts[n % len(prompts)], active, limit=limit, base_model=None
                     )

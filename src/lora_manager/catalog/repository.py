@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    Select,
     String,
     bindparam,
     column,
@@ -206,14 +207,21 @@ def adapter_by_real_path(session: Session, real_path: str) -> Adapter | None:
     return session.scalar(select(Adapter).where(Adapter.real_path == real_path))
 
 
+def _in_prompt_order(query: Select[Any]) -> Select[Any]:
+    """Active adapters only, in prompt order: ordinal, then name."""
+    return query.where(Adapter.active == True).order_by(  # noqa: E712 (SQL, not Python)
+        Adapter.ordinal.nulls_last(), func.lower(Adapter.name), Adapter.id
+    )
+
+
 def active_adapters(session: Session) -> list[Adapter]:
     """The active adapters in prompt order: ordinal, then name."""
-    query = (
-        select(Adapter)
-        .where(Adapter.active == True)  # noqa: E712 (SQL, not Python)
-        .order_by(Adapter.ordinal.nulls_last(), func.lower(Adapter.name), Adapter.id)
-    )
-    return list(session.scalars(query).all())
+    return list(session.scalars(_in_prompt_order(select(Adapter))).all())
+
+
+def active_adapter_ids(session: Session) -> list[str]:
+    """The ids of active_adapters(), without loading the rows."""
+    return list(session.scalars(_in_prompt_order(select(Adapter.id))).all())
 
 
 def next_ordinal(session: Session) -> int:

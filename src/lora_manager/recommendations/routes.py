@@ -89,7 +89,7 @@ def similar(
 def for_prompt(body: ForPromptIn, session: Db, recommender: Rec) -> RecommendationsOut:
     active = body.active_adapter_ids
     if active is None:
-        active = [adapter.id for adapter in catalog.active_adapters(session)]
+        active = catalog.active_adapter_ids(session)
     return _out(
         recommender.for_prompt(
             session, body.prompt, active, limit=body.limit, base_model=body.base_model

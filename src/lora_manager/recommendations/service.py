@@ -7,7 +7,6 @@ when there is nothing to search yet.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import threading
 from collections import Counter
@@ -177,16 +176,16 @@ class Recommender:
         # Holders of another base model are not in `scores`, and drop out.
         similarity.update(scores.of(holder for holder in found if holder not in similarity))
 
-        def bonus(adapter_id: str) -> float:
-            # A longer trigger typed in full also matches its first word: that counts.
-            return min(TRIGGER_IN_PROMPT * found[adapter_id], TRIGGER_BONUS_CAP)
-
         # Rank only the likeliest (similarity plus trigger bonus) of hits and holders.
-        likeliest = heapq.nlargest(
-            limit * OVERFETCH, similarity, key=lambda a: similarity[a] + bonus(a)
-        )
+        keys = list(similarity)
+        counts = np.fromiter((found[a] for a in keys), dtype=np.float64, count=len(keys))
+        # A longer trigger typed in full also matches its first word: that counts.
+        bonus = np.minimum(TRIGGER_IN_PROMPT * counts, TRIGGER_BONUS_CAP)
+        totals = np.fromiter(similarity.values(), dtype=np.float64, count=len(keys)) + bonus
+        likeliest = np.argsort(-totals, kind="stable")[: limit * OVERFETCH]
         candidates = []
-        for adapter_id in likeliest:
+        for n in likeliest.tolist():
+            adapter_id = keys[n]
             reasons = [label] if adapter_id in close else []
             reasons += [
                 f"its trigger word {word!r} is in your prompt"
@@ -194,7 +193,7 @@ class Recommender:
                 if adapter_id in holders
             ]
             candidates.append(
-                Candidate(adapter_id, similarity[adapter_id], reasons, bonus(adapter_id))
+                Candidate(adapter_id, similarity[adapter_id], reasons, float(bonus[n]))
             )
         return self._ranked(session, "prompt", candidates, limit, prompt=prompt, active=active)
 
