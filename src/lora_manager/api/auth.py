@@ -12,7 +12,10 @@ from lora_manager.api.errors import UnauthorizedError
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def require_api_key(request: Request, provided: str | None = Security(api_key_header)) -> None:
+# Async: no I/O here, so it runs on the event loop instead of costing a thread hand-off.
+async def require_api_key(
+    request: Request, provided: str | None = Security(api_key_header)
+) -> None:
     expected = request.app.state.settings.api_key
     if expected is None:
         return

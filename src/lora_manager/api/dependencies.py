@@ -18,12 +18,13 @@ def db_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def app_settings(request: Request) -> Settings:
+# The two below are async: no I/O, so no hand-off to a worker thread.
+async def app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def app_queue(request: Request) -> DeliveryQueue:
+async def app_queue(request: Request) -> DeliveryQueue:
     """The job queue the app enqueues to (opened on first use)."""
     queue: DeliveryQueue = request.app.state.queue
     return queue

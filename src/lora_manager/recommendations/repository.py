@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, case, func, insert, select, update
+from sqlalchemy import BindParameter, Table, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -132,15 +132,36 @@ class AdapterFacts:
     tags: frozenset[str]
 
 
+# Built once: every recommendation answer runs these, and building and keying a statement
+# costs more than SQLite takes to answer it. `ids` is an expanding IN parameter.
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
+_A = cast(Table, Adapter.__table__).c
+_F = cast(Table, RecommendationFeedback.__table__).c
 _FACT_COLUMNS = (
-    Adapter.id,
-    Adapter.name,
-    Adapter.base_model,
-    Adapter.author_username,
-    Adapter.rating,
-    Adapter.is_favorite,
-    Adapter.tags,
-    Adapter.user_tags,
+    _A.id,
+    _A.name,
+    _A.base_model,
+    _A.author_username,
+    _A.rating,
+    _A.is_favorite,
+    _A.tags,
+    _A.user_tags,
+)
+_FACTS = select(*_FACT_COLUMNS).where(_A.id.in_(_IDS))
+_COUNTS = (
+    select(
+        _F.recommended_lora_id.label("adapter_id"),
+        func.sum(case((_F.feedback_type.in_(POSITIVE), 1), else_=0)).label("positives"),
+        func.sum(case((_F.feedback_type.in_(NEGATIVE), 1), else_=0)).label("negatives"),
+    )
+    .where(_F.recommended_lora_id.in_(_IDS))
+    .group_by(_F.recommended_lora_id)
+    .subquery()
+)
+_SIGNALS = (
+    select(*_FACT_COLUMNS, _COUNTS.c.positives, _COUNTS.c.negatives)
+    .outerjoin(_COUNTS, _COUNTS.c.adapter_id == _A.id)
+    .where(_A.id.in_(_IDS))
 )
 
 
@@ -161,8 +182,8 @@ def adapter_facts(session: Session, adapter_ids: Sequence[str]) -> dict[str, Ada
     """Facts of these adapters (the ones that exist), by id."""
     if not adapter_ids:
         return {}
-    query = select(*_FACT_COLUMNS).where(Adapter.id.in_(list(dict.fromkeys(adapter_ids))))
-    return {row.id: _facts(row) for row in session.execute(query)}
+    rows = session.execute(_FACTS, {"ids": list(dict.fromkeys(adapter_ids))})
+    return {row.id: _facts(row) for row in rows}
 
 
 @dataclass
@@ -178,28 +199,10 @@ def signals(session: Session, adapter_ids: Sequence[str]) -> dict[str, Signals]:
     """Facts and feedback counts of these adapters, in one query."""
     if not adapter_ids:
         return {}
-    ids = list(dict.fromkeys(adapter_ids))
-    feedback = RecommendationFeedback
-    positive = case((feedback.feedback_type.in_(POSITIVE), 1), else_=0)
-    negative = case((feedback.feedback_type.in_(NEGATIVE), 1), else_=0)
-    counts = (
-        select(
-            feedback.recommended_lora_id.label("adapter_id"),
-            func.sum(positive).label("positives"),
-            func.sum(negative).label("negatives"),
-        )
-        .where(feedback.recommended_lora_id.in_(ids))
-        .group_by(feedback.recommended_lora_id)
-        .subquery()
-    )
-    query = (
-        select(*_FACT_COLUMNS, counts.c.positives, counts.c.negatives)
-        .outerjoin(counts, counts.c.adapter_id == Adapter.id)
-        .where(Adapter.id.in_(ids))
-    )
+    rows = session.execute(_SIGNALS, {"ids": list(dict.fromkeys(adapter_ids))})
     return {
         row.id: Signals(_facts(row), int(row.positives or 0), int(row.negatives or 0))
-        for row in session.execute(query)
+        for row in rows
     }
 
 
@@ -209,6 +212,9 @@ _PREFERENCE_COLUMNS = (
     UserPreference.confidence,
     UserPreference.learned_from,
     UserPreference.updated_at,
+)
+_PREFERENCES = select(*_PREFERENCE_COLUMNS).order_by(
+    UserPreference.preference_type, UserPreference.preference_value
 )
 
 
@@ -222,10 +228,7 @@ class Preference(NamedTuple):
 
 def preferences(session: Session) -> list[Preference]:
     """Every preference (the columns, not ORM objects: every answer reads them)."""
-    query = select(*_PREFERENCE_COLUMNS).order_by(
-        UserPreference.preference_type, UserPreference.preference_value
-    )
-    return [Preference(*row) for row in session.execute(query)]
+    return [Preference(*row) for row in session.execute(_PREFERENCES)]
 
 
 def replace_explicit_preferences(

@@ -35,7 +35,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _recommender(request: Request) -> Recommender:
+async def _recommender(request: Request) -> Recommender:  # async: no thread hand-off
     recommender: Recommender = request.app.state.recommender
     return recommender
 
