@@ -104,8 +104,9 @@ class Scores:
         """The similarity of each of these adapters that is in the block (thousands at a
         time: a common trigger word's holders)."""
         position = self.table.position
-        ids = [adapter_id for adapter_id in adapter_ids if adapter_id in position]
-        rows = np.fromiter((position[a] for a in ids), dtype=np.intp, count=len(ids))
+        ids = list(adapter_ids)
+        # An id not indexed gets -1, which lands before the block like other blocks' rows.
+        rows = np.fromiter((position.get(a, -1) for a in ids), dtype=np.intp, count=len(ids))
         rows -= self.start
         inside = (rows >= 0) & (rows < len(self.values))
         values = self.values[rows[inside]].tolist()

@@ -174,7 +174,7 @@ class Recommender:
         for holders in matches.values():
             found.update(holders)
         # Holders of another base model are not in `scores`, and drop out.
-        similarity.update(scores.of(holder for holder in found if holder not in similarity))
+        similarity.update(scores.of([holder for holder in found if holder not in similarity]))
 
         # Rank only the likeliest (similarity plus trigger bonus) of hits and holders.
         keys = list(similarity)
