@@ -703,7 +703,7 @@ class LoadFacts:
 def bulk_load(engine: Engine, count: int, timeout: float) -> LoadFacts:
     """Insert `count` adapters, their adaptertag rows, search_text and (SQLite) adapter_fts
     rows as the importer would leave them, with Core executemany in one transaction."""
-    from lora_manager.catalog.repository import build_search_text, normalise_tag
+    from lora_manager.catalog.repository import build_search_text, wanted_tags
     from lora_manager.models import Adapter, AdapterTag
 
     sqlite = engine.dialect.name == "sqlite"
@@ -720,13 +720,7 @@ def bulk_load(engine: Engine, count: int, timeout: float) -> LoadFacts:
         tag_rows: list[dict[str, Any]] = []
         for row in chunk:
             # What repository.replace_tags writes: metadata tags, user tags win the flag.
-            wanted: dict[str, bool] = {}
-            for tag in row["tags"] or []:
-                if normalise_tag(str(tag)):
-                    wanted.setdefault(normalise_tag(str(tag)), False)
-            for tag in row["user_tags"] or []:
-                if normalise_tag(str(tag)):
-                    wanted[normalise_tag(str(tag))] = True
+            wanted = wanted_tags(row["tags"], row["user_tags"])
             tag_rows += [
                 {"adapter_id": row["id"], "tag": t, "is_user": u} for t, u in wanted.items()
             ]

@@ -40,7 +40,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Engine, insert, null, text
 
-from lora_manager.catalog.repository import build_search_text, normalise_tag
+from lora_manager.catalog.repository import build_search_text, wanted_tags
 from lora_manager.models import Adapter, AdapterTag
 
 KINDS = ("style", "character", "concept", "clothing", "pose")
@@ -1093,13 +1093,7 @@ def build_rows(
 
 def tag_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
     """The `adaptertag` rows the catalog's `replace_tags` writes for an adapter row."""
-    wanted: dict[str, bool] = {}
-    for tag in row["tags"] or []:
-        if normalise_tag(str(tag)):
-            wanted.setdefault(normalise_tag(str(tag)), False)
-    for tag in row["user_tags"] or []:
-        if normalise_tag(str(tag)):
-            wanted[normalise_tag(str(tag))] = True
+    wanted = wanted_tags(row["tags"], row["user_tags"])
     return [{"adapter_id": row["id"], "tag": tag, "is_user": user} for tag, user in wanted.items()]
 
 

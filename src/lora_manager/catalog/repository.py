@@ -268,16 +268,22 @@ def duplicate_groups(session: Session) -> list[tuple[str, list[Adapter]]]:
     return list(groups.items())
 
 
+def wanted_tags(tags: Iterable[Any] | None, user_tags: Iterable[Any] | None) -> dict[str, bool]:
+    """The adaptertag rows of an adapter: normalised tag → is_user (a user tag wins the flag)."""
+    wanted: dict[str, bool] = {}
+    for tag in tags or []:
+        if normalise_tag(str(tag)):
+            wanted.setdefault(normalise_tag(str(tag)), False)
+    for tag in user_tags or []:
+        if normalise_tag(str(tag)):
+            wanted[normalise_tag(str(tag))] = True
+    return wanted
+
+
 def replace_tags(session: Session, adapter: Adapter, *, new: bool = False) -> None:
     """Make adaptertag hold the adapter's metadata tags and user tags (user wins the flag).
     A `new` adapter has no rows to remove."""
-    wanted: dict[str, bool] = {}
-    for tag in adapter.tags or []:
-        if normalise_tag(str(tag)):
-            wanted.setdefault(normalise_tag(str(tag)), False)
-    for tag in adapter.user_tags or []:
-        if normalise_tag(str(tag)):
-            wanted[normalise_tag(str(tag))] = True
+    wanted = wanted_tags(adapter.tags, adapter.user_tags)
     if not new:
         session.execute(delete(AdapterTag).where(AdapterTag.adapter_id == adapter.id))
     if wanted:
