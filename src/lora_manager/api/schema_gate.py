@@ -25,8 +25,9 @@ class SchemaGate:
     def __init__(self, engine: Engine, ttl: float) -> None:
         self.engine = engine
         self.ttl = ttl
+        # Monotonic deadline of the last good answer; 0 until the schema is seen at head, and
+        # again after invalidate().
         self._ok_until = 0.0
-        self._seen_at_head = False
         # Bumped by invalidate(), so a check that began before it cannot restore trust.
         self._generation = 0
         self._lock = threading.Lock()
@@ -43,7 +44,7 @@ class SchemaGate:
     def ensure_at_head(self) -> None:
         if time.monotonic() < self._ok_until:
             return
-        if self._seen_at_head and self.ttl > 0:
+        if self._ok_until and self.ttl > 0:
             start_in_background(self._lock, self._recheck, "schema-gate-check")
             return
         with self._lock:
@@ -63,9 +64,7 @@ class SchemaGate:
 
     def _trust(self) -> None:
         self._ok_until = time.monotonic() + self.ttl
-        self._seen_at_head = True
 
     def invalidate(self) -> None:
         self._generation += 1
-        self._seen_at_head = False
         self._ok_until = 0.0
