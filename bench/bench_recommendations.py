@@ -1106,6 +1106,21 @@ def bench_load(args: argparse.Namespace, resources: Resources, library: Library)
 # -- the report ----------------------------------------------------------------------------
 
 
+STAT_HEAD = ("measurement", "n", "median", "min", "max", "unit")
+
+
+def stat_row(label: str, values: list[float], unit: str, digits: int) -> list[str]:
+    """A STAT_HEAD row: how many values, their median, min and max."""
+    return [
+        label,
+        str(len(values)),
+        fmt(median(values), digits),
+        fmt(min(values) if values else None, digits),
+        fmt(max(values) if values else None, digits),
+        unit,
+    ]
+
+
 @dataclass
 class Report:
     facts: dict[str, str]
@@ -1120,7 +1135,7 @@ class Report:
 
     # -- rows ---------------------------------------------------------------------------
 
-    EMBED_HEAD = ("measurement", "n", "median", "min", "max", "unit")
+    EMBED_HEAD = STAT_HEAD
 
     def embed_rows(self) -> list[list[str]]:
         e = self.embed
@@ -1128,16 +1143,7 @@ class Report:
         rows: list[list[str]] = []
 
         def row(label: str, values: list[float], unit: str, digits: int = 0) -> None:
-            rows.append(
-                [
-                    label,
-                    str(len(values)),
-                    fmt(median(values), digits),
-                    fmt(min(values) if values else None, digits),
-                    fmt(max(values) if values else None, digits),
-                    unit,
-                ]
-            )
+            rows.append(stat_row(label, values, unit, digits))
 
         n = f"{e.adapters:,}"
         row(
@@ -1311,7 +1317,7 @@ class Report:
                 )
         return lines
 
-    LOAD_HEAD = ("measurement", "n", "median", "min", "max", "unit")
+    LOAD_HEAD = STAT_HEAD
 
     def load_rows(self) -> list[list[str]]:
         ld = self.load
@@ -1319,16 +1325,7 @@ class Report:
         rows: list[list[str]] = []
 
         def row(label: str, values: list[float], unit: str, digits: int = 1) -> None:
-            rows.append(
-                [
-                    label,
-                    str(len(values)),
-                    fmt(median(values), digits),
-                    fmt(min(values) if values else None, digits),
-                    fmt(max(values) if values else None, digits),
-                    unit,
-                ]
-            )
+            rows.append(stat_row(label, values, unit, digits))
 
         seconds = ld.values("seconds")
         row(f"cold `VectorIndex.refresh(engine, force=True)`, {ld.size:,} vectors", seconds, "s", 2)

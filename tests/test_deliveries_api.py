@@ -29,6 +29,7 @@ from lora_manager.deliveries.queue import DeliveryQueue
 from lora_manager.deliveries.runner import JobRunner
 from lora_manager.models import DeliveryJob, utcnow
 from tests.support.fake_servers import WebhookServer, running_webhook, tiny_png
+from tests.support.orm import edit_row
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.templates import MigratedTemplates, settings_free_environment
 from tests.test_compose import adapter
@@ -110,12 +111,7 @@ class Api:
 
     def set_row(self, job_id: str, **values: Any) -> None:
         """Change a job's row behind the API's back (what a worker would do)."""
-        with self.sessions() as session:
-            job = session.get(DeliveryJob, job_id)
-            assert job is not None
-            for name, value in values.items():
-                setattr(job, name, value)
-            session.commit()
+        edit_row(self.sessions, DeliveryJob, job_id, **values)
 
     def row(self, job_id: str) -> DeliveryJob | None:
         with self.sessions() as session:

@@ -47,6 +47,7 @@ from lora_manager.recommendations.service import refresh_after_import
 from lora_manager.recommendations.text import adapter_text, normalize_trigger, source_hash
 from tests.support.families import FAMILIES, LibraryEntry, insert_library, precision_at_k
 from tests.support.library import build_bulk_library
+from tests.support.orm import edit_row
 from tests.support.templates import MigratedTemplates, settings_free_environment
 from tests.support.workers import WorkerProcess, running_worker, wait_until, worker_env
 
@@ -151,12 +152,7 @@ class RecApi:
             return [adapter.id for adapter in adapters]
 
     def update_adapter(self, adapter_id: str, **values: Any) -> None:
-        with self.sessions() as session:
-            adapter = session.get(Adapter, adapter_id)
-            assert adapter is not None
-            for name, value in values.items():
-                setattr(adapter, name, value)
-            session.commit()
+        edit_row(self.sessions, Adapter, adapter_id, **values)
 
     def embedding(self, adapter_id: str) -> LoraEmbedding | None:
         with self.sessions() as session:
