@@ -27,8 +27,8 @@ COMPOSE_FILE = DOCKER_DIR / "docker-compose.yml"
 DOCKERFILE = DOCKER_DIR / "Dockerfile"
 BACKEND_ENV = DOCKER_DIR / "backend.env"
 CI_EXAMPLE = REPO_ROOT / "infrastructure" / "ci" / "deploy-example.yml"
-# CI clones the repository with shared/ beside it.
-COMPOSE_SCHEMA = REPO_ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+# The Compose specification's schema, vendored (Apache-2.0: see compose-spec.NOTICE.txt).
+COMPOSE_SCHEMA = REPO_ROOT / "tests" / "data" / "compose-spec.json"
 
 # The oldest Kubernetes minor still widely offered by hosted clusters, and the newest whose
 # schemas kubernetes-validate ships (they are package data: no network needed).
