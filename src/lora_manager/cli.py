@@ -76,18 +76,14 @@ def friendly_errors(func: F) -> F:
 
 
 def _settings(**overrides: Any) -> Any:
-    from pydantic import ValidationError
-
     from lora_manager.config import load_settings
+    from lora_manager.errors import InvalidSettingsError
 
     try:
         settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        say(f"error: invalid settings: {problems}")
-        raise typer.Exit(int(ExitCode.USAGE)) from None
+    except InvalidSettingsError as exc:
+        say(f"error: {exc}")
+        raise typer.Exit(int(exc.exit_code)) from None
     configure_logging(settings.log_level)
     return settings
 

@@ -7,11 +7,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from lora_manager.errors import InvalidSettingsError
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/lora-manager.db"
 ENV_FILE_VARIABLE = "LORA_MANAGER_ENV_FILE"
+SUPPORTED_DATABASES = "sqlite (sqlite:///path), postgresql (postgresql://user:pass@host/db)"
 
 
 class Settings(BaseSettings):
@@ -128,7 +131,22 @@ class Settings(BaseSettings):
         # Hosted PostgreSQL often hands out postgres:// URLs; psycopg 3 is the driver we ship.
         for prefix in ("postgres://", "postgresql://"):
             if value.startswith(prefix):
-                return "postgresql+psycopg://" + value[len(prefix) :]
+                value = "postgresql+psycopg://" + value[len(prefix) :]
+                break
+        # Only the scheme is named: the rest of the URL may carry a password.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            raise ValueError(
+                f"not a database URL; supported databases: {SUPPORTED_DATABASES}"
+            ) from None
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(
+                f"unsupported database {backend!r}; supported databases: {SUPPORTED_DATABASES}"
+            )
         return value
 
     @field_validator("lora_roots", mode="before")
@@ -193,9 +211,19 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment and the env file named by LORA_MANAGER_ENV_FILE."""
+    """Build settings from the environment and the env file named by LORA_MANAGER_ENV_FILE.
+
+    Raises InvalidSettingsError, one line naming each bad setting (never its value)."""
     env_file = os.environ.get(ENV_FILE_VARIABLE, ".env")
-    return Settings(_env_file=env_file, **overrides)
+    try:
+        return Settings(_env_file=env_file, **overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']).upper()}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise InvalidSettingsError(f"invalid settings: {problems}") from None
 
 
 @lru_cache(maxsize=1)

@@ -23,6 +23,12 @@ class LoraManagerError(Exception):
     exit_code: ExitCode = ExitCode.FAILURE
 
 
+class InvalidSettingsError(LoraManagerError):
+    """A setting is missing, malformed or unsafe: nothing starts with it."""
+
+    exit_code = ExitCode.USAGE
+
+
 class DatabaseUnreachableError(LoraManagerError):
     exit_code = ExitCode.DATABASE_UNREACHABLE
 
