@@ -4,11 +4,12 @@ no traceback, no secret from the value."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lora_manager.config import load_settings
+from lora_manager.config import get_settings, load_settings
 from lora_manager.errors import ExitCode, InvalidSettingsError
 
 COMMANDS = [
@@ -69,3 +70,44 @@ def test_supported_databases_are_accepted(url: str) -> None:
         "sqlite",
         "postgresql+psycopg",
     )
+
+
+# --- API_KEY set but empty ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_settings_cache() -> Iterator[None]:
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("key", ["", "   ", "\t"])
+@pytest.mark.parametrize("argv", [["serve"], ["worker"], ["db", "upgrade"]], ids=" ".join)
+def test_blank_api_key_refuses_to_start(
+    argv: list[str], key: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**cli_env, "API_KEY": key, "DATABASE_URL": f"sqlite:///{tmp_path / 'lora.db'}"}
+    result = run_cli(argv, env, tmp_path)
+    assert_one_line_refusal(result, "API_KEY", "empty")
+    assert not (tmp_path / "lora.db").exists()
+
+
+@pytest.mark.parametrize("key", ["", "  "])
+def test_blank_api_key_stops_the_app_factory(
+    key: str, monkeypatch: pytest.MonkeyPatch, fresh_settings_cache: None, tmp_path: Path
+) -> None:
+    from lora_manager.api import create_app
+
+    monkeypatch.setenv("API_KEY", key)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'lora.db'}")
+    with pytest.raises(InvalidSettingsError, match="API_KEY: set but empty") as info:
+        create_app()
+    assert "\n" not in str(info.value)
+    assert info.value.exit_code == ExitCode.USAGE
+
+
+def test_a_real_api_key_and_no_api_key_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(api_key=" s3cret ").api_key is not None
+    monkeypatch.delenv("API_KEY", raising=False)
+    assert load_settings().api_key is None

@@ -149,6 +149,15 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "set but empty; give it a key, or unset it to run without authentication"
+            )
+        return value
+
     @field_validator("lora_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
