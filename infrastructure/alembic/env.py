@@ -3,6 +3,7 @@
 Used both by the `alembic` command (`cd infrastructure && alembic upgrade head`) and by the
 project's migration runner, which hands over its own connection in
 `config.attributes["connection"]` after taking the migration lock and setting timeouts.
+Tools that hand over an Engine there instead (pytest-alembic) work too.
 Logging is never reconfigured here when the host process already set it up.
 """
 
@@ -14,7 +15,8 @@ import warnings
 from typing import Any
 
 from alembic import context
-from sqlalchemy import Connection, create_engine, pool
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, create_engine, pool
 from sqlalchemy.exc import SAWarning
 
 from lora_manager.config import load_settings
@@ -114,10 +116,21 @@ def run_with_connection(connection: Connection) -> None:
 
 
 def run_migrations_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        run_with_connection(connection)
+    # `config.attributes["connection"]` may hold a Connection (our runner, the Alembic
+    # cookbook) or an Engine (pytest-alembic, other tools); an Engine stays the caller's.
+    given = config.attributes.get("connection")
+    if isinstance(given, Connection):
+        run_with_connection(given)
         return
+    if isinstance(given, Engine):
+        with given.connect() as connection:
+            run_with_connection(connection)
+        return
+    if given is not None:
+        raise CommandError(
+            'config.attributes["connection"] must be a SQLAlchemy Connection or Engine, '
+            f"not {type(given).__name__}"
+        )
     engine = create_engine(database_url(), poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:
