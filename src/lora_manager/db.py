@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,6 +126,21 @@ def short_error(exc: BaseException) -> str:
     return message[0] if message else type(exc).__name__
 
 
+# The server answered and said no: the database or role is missing or the credentials are
+# wrong. Waiting cannot change that, unlike a refused port or "the database system is starting".
+_REFUSED = re.compile(
+    r'database "[^"]*" does not exist|role "[^"]*" does not exist|authentication failed'
+    r"|no pg_hba\.conf entry|no password supplied|permission denied for database",
+    re.IGNORECASE,
+)
+
+
+def _fatal_part(error: str) -> str:
+    """libpq's 'connection to server at … failed: FATAL:  …' reduced to the server's verdict."""
+    _, found, reason = error.rpartition("FATAL:")
+    return f"FATAL: {reason.strip()}" if found else error
+
+
 def wait_for_database(
     settings: Settings,
     *,
@@ -134,7 +150,8 @@ def wait_for_database(
     """Connect and `SELECT 1` until it works, backing off up to `timeout` seconds.
 
     Calls `on_attempt(attempt, error, next_delay)` after each failure. Returns the seconds
-    waited; raises DatabaseUnreachableError naming host, port, database and the last error.
+    waited; raises DatabaseUnreachableError naming host, port, database and the last error,
+    at once when the server refuses (missing database or role, failed authentication).
     """
     timeout = settings.db_wait_timeout if timeout is None else timeout
     started = time.monotonic()
@@ -158,6 +175,11 @@ def wait_for_database(
             error = short_error(exc)
         finally:
             engine.dispose()
+        if _REFUSED.search(error):
+            raise DatabaseUnreachableError(
+                f"database refused the connection (retrying cannot help): "
+                f"{database_target(settings.database_url).where()} — {_fatal_part(error)}"
+            )
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DatabaseUnreachableError(

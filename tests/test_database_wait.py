@@ -1,0 +1,72 @@
+"""Waiting for the database: what can change by waiting is retried, what cannot fails at once,
+and each message names the limit that was really applied."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lora_manager.config import load_settings
+from lora_manager.errors import DatabaseUnreachableError, ExitCode
+from lora_manager.migrations import MigrationRunner
+from tests.support.postgres import PostgresServer, free_port
+
+
+def runner(url: str, messages: list[str], **settings: object) -> MigrationRunner:
+    return MigrationRunner(load_settings(database_url=url, **settings), echo=messages.append)
+
+
+def run_cli(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["lora-manager", *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+# --- a server that answers "no" -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "database", "reason"),
+    [
+        ("postgres", "no_such_catalog", 'database "no_such_catalog" does not exist'),
+        ("nobody", "postgres", 'role "nobody" does not exist'),
+    ],
+)
+def test_refused_connection_fails_at_once_with_the_reason(
+    pg_server: PostgresServer, user: str, database: str, reason: str
+) -> None:
+    url = f"postgresql+psycopg://{user}:hunter2@127.0.0.1:{pg_server.port}/{database}"
+    messages: list[str] = []
+    with pytest.raises(DatabaseUnreachableError) as caught:
+        runner(url, messages, db_wait_timeout=30).wait()
+    message = str(caught.value)
+    assert reason in message
+    assert "retrying cannot help" in message
+    assert f"port={pg_server.port} database={database}" in message
+    assert "hunter2" not in message
+    assert messages == []  # not one retry: DB_WAIT_TIMEOUT=30 was not waited out
+
+
+def test_missing_database_stops_the_cli_at_once(
+    pg_server: PostgresServer, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {
+        **cli_env,
+        "DATABASE_URL": pg_server.url("never_created"),
+        "DB_WAIT_TIMEOUT": "30",
+    }
+    result = run_cli(["db", "upgrade"], env, tmp_path)
+    assert result.returncode == ExitCode.DATABASE_UNREACHABLE, result.stderr
+    assert 'database "never_created" does not exist' in result.stderr
+    assert "retrying in" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_server_that_is_not_up_is_still_retried() -> None:
+    port = free_port()
+    messages: list[str] = []
+    with pytest.raises(DatabaseUnreachableError, match=r"DB_WAIT_TIMEOUT=1\.5\)"):
+        runner(f"postgresql+psycopg://u@127.0.0.1:{port}/db", messages, db_wait_timeout=1.5).wait()
+    assert len(messages) >= 2 and all("retrying in" in m for m in messages)
