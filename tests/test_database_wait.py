@@ -3,6 +3,7 @@ and each message names the limit that was really applied."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -70,3 +71,39 @@ def test_server_that_is_not_up_is_still_retried() -> None:
     with pytest.raises(DatabaseUnreachableError, match=r"DB_WAIT_TIMEOUT=1\.5\)"):
         runner(f"postgresql+psycopg://u@127.0.0.1:{port}/db", messages, db_wait_timeout=1.5).wait()
     assert len(messages) >= 2 and all("retrying in" in m for m in messages)
+
+
+# --- the limit a message names ----------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def unreachable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database of each kind that cannot be opened: a folder where the SQLite file should be,
+    a PostgreSQL port nobody listens on."""
+    if request.param == "sqlite":
+        folder = tmp_path / "a-folder.db"
+        folder.mkdir()
+        return f"sqlite:///{folder}"
+    return f"postgresql+psycopg://lora@127.0.0.1:{free_port()}/catalog"
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_db_status_does_not_misreport_db_wait_timeout(
+    unreachable_url: str, as_json: bool, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**cli_env, "DATABASE_URL": unreachable_url, "DB_WAIT_TIMEOUT": "3"}
+    result = run_cli(["db", "status", *(["--json"] if as_json else [])], env, tmp_path)
+    assert result.returncode == ExitCode.DATABASE_UNREACHABLE, result.stderr
+    output = result.stdout + result.stderr
+    text = json.loads(result.stdout)["error"] if as_json else " ".join(output.split())
+    assert "DB_WAIT_TIMEOUT=0" not in text
+    assert "tries once, without DB_WAIT_TIMEOUT" in text
+    assert "gave up after 1 attempt in" in text
+
+
+def test_waiting_commands_name_the_setting_they_applied(unreachable_url: str) -> None:
+    messages: list[str] = []
+    with pytest.raises(DatabaseUnreachableError, match=r"\(DB_WAIT_TIMEOUT=0\.5\)"):
+        runner(unreachable_url, messages, db_wait_timeout=0.5).wait()
+    with pytest.raises(DatabaseUnreachableError, match=r"\(timeout=0\.5s\)"):
+        runner(unreachable_url, messages, db_wait_timeout=3).wait(timeout=0.5)

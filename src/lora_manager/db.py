@@ -153,7 +153,16 @@ def wait_for_database(
     waited; raises DatabaseUnreachableError naming host, port, database and the last error,
     at once when the server refuses (missing database or role, failed authentication).
     """
-    timeout = settings.db_wait_timeout if timeout is None else timeout
+    if timeout is None:
+        timeout = settings.db_wait_timeout
+        limit = f"DB_WAIT_TIMEOUT={timeout:g}"
+    else:
+        # A caller's own limit (`db status` tries once), not the setting: name it as such.
+        limit = (
+            "this command tries once, without DB_WAIT_TIMEOUT"
+            if timeout <= 0
+            else f"timeout={timeout:g}s"
+        )
     started = time.monotonic()
     deadline = started + timeout
     delay = _FIRST_RETRY_DELAY
@@ -183,8 +192,9 @@ def wait_for_database(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DatabaseUnreachableError(
-                f"database unreachable: gave up after {attempt} attempts in "
-                f"{time.monotonic() - started:.1f}s (DB_WAIT_TIMEOUT={timeout:g}): "
+                f"database unreachable: gave up after {attempt} "
+                f"attempt{'s' if attempt != 1 else ''} in "
+                f"{time.monotonic() - started:.1f}s ({limit}): "
                 f"{database_target(settings.database_url).where()} — last error: {error}"
             )
         sleep_for = min(delay, remaining)
