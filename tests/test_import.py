@@ -929,7 +929,7 @@ def test_two_cli_imports_at_once_on_postgresql(
     pg_url: str, cli_env: dict[str, str], library: FixtureLibrary, tmp_path: Path
 ) -> None:
     migrate(pg_url)
-    env = {**cli_env, "DATABASE_URL": pg_url}
+    env = {**cli_env, "DATABASE_URL": pg_url, "LORA_ROOTS": str(library.root)}
     argv = ["lora-manager", "import", str(library.root), "--json"]
     processes = [
         subprocess.Popen(
@@ -955,6 +955,7 @@ def test_cli_import_prints_a_json_summary_and_dry_run_changes_nothing(
     sqlite_url: str, cli_env: dict[str, str], library: FixtureLibrary, tmp_path: Path
 ) -> None:
     readable = len(library.models) + len(library.listed_only)
+    cli_env = {**cli_env, "LORA_ROOTS": str(library.root)}
     dry = _cli([str(library.root), "--dry-run", "--json"], cli_env, sqlite_url, tmp_path)
     assert dry.returncode == 0, dry.stderr
     dry_summary = json.loads(dry.stdout)
@@ -986,7 +987,8 @@ def test_cli_import_of_a_missing_folder_fails_clearly(
     sqlite_url: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     missing = tmp_path / "no-such-folder"
-    result = _cli([str(missing), "--json"], cli_env, sqlite_url, tmp_path)
+    env = {**cli_env, "LORA_ROOTS": str(tmp_path)}
+    result = _cli([str(missing), "--json"], env, sqlite_url, tmp_path)
 
     assert result.returncode != 0
     assert str(missing) in result.stderr

@@ -219,18 +219,21 @@ def import_library(
 
     from lora_manager.db import make_engine, make_session_factory
     from lora_manager.ingest.progress import RichImportProgress
+    from lora_manager.ingest.runs import choose_roots
     from lora_manager.ingest.service import Importer
 
     settings = _settings(import_workers=workers)
     if ignore:
         settings.import_ignore = [*settings.import_ignore, *ignore]
+    # The same confinement as POST /v1/imports: LORA_ROOTS must be set, and folders given
+    # must lie inside it.
+    roots = [Path(root) for root in choose_roots(settings, [str(path) for path in paths or []])]
     runner = _runner(settings)
     runner.wait()
     if settings.migrate_on_startup:
         runner.upgrade()
     else:
         runner.require_head()
-    roots = list(paths or settings.lora_roots)
     engine = make_engine(settings)
     try:
         with RichImportProgress(Console(stderr=True)) as progress:

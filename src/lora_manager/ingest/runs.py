@@ -23,10 +23,12 @@ log = logging.getLogger(__name__)
 
 
 def choose_roots(settings: Settings, paths: Sequence[str]) -> list[str]:
-    """The folders to import: given ones (inside the roots only), else every root."""
+    """The folders to import: given ones (inside the roots only), else every root.
+
+    The one confinement check of POST /v1/imports and `lora-manager import`."""
     roots = settings.resolved_roots
     if not roots:
-        raise ApiError("no library roots are configured (LORA_ROOTS)", 409)
+        raise ApiError("no library roots are configured: set LORA_ROOTS to your folders", 409)
     if not paths:
         return [str(root) for root in roots]
     chosen = []

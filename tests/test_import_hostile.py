@@ -1,0 +1,74 @@
+"""The importer confined to LORA_ROOTS and surviving hostile files, on both databases:
+the `import` command's confinement, symlinks out of the roots, NUL characters, truncated
+downloads, the command's summary, interrupted runs and writes during an import."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.support.library import kohya_metadata, write_safetensors
+from tests.test_import import _cli, migrate, open_catalog
+
+
+def run_import(
+    args: list[str], env: dict[str, str], url: str, cwd: Path, roots: list[Path] | None
+) -> subprocess.CompletedProcess[str]:
+    """`lora-manager import ARGS` with LORA_ROOTS set to `roots` (unset when None)."""
+    env = {key: value for key, value in env.items() if key != "LORA_ROOTS"}
+    if roots is not None:
+        env["LORA_ROOTS"] = ":".join(str(root) for root in roots)
+    return _cli(args, env, url, cwd)
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    """A non-zero exit with one `error:` line naming `words`, no traceback, no summary."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stdout.strip() == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+# --- 1. the import command stays inside LORA_ROOTS --------------------------------------
+
+
+def test_cli_refuses_folders_outside_the_roots_and_imports_nothing(
+    db_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    root, outside = tmp_path / "loras", tmp_path / "elsewhere"
+    write_safetensors(root / "inside.safetensors", kohya_metadata(seed=1), seed=1)
+    write_safetensors(outside / "secret.safetensors", kohya_metadata(seed=2), seed=2)
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    migrate(db_url)
+
+    for target in (outside, root / "escape", root / ".." / "elsewhere"):
+        result = run_import([str(target), "--json"], cli_env, db_url, tmp_path, [root])
+        assert_refused(result, str(target), "outside the library roots")
+
+    with open_catalog(db_url, root, migrated=True) as catalog:
+        assert catalog.count() == 0
+    # Inside the roots it imports, through the same check.
+    (root / "escape").unlink()  # links out of the roots: test_symlinks_out_of_the_roots...
+    done = run_import([str(root), "--json"], cli_env, db_url, tmp_path, [root])
+    assert done.returncode == 0, done.stderr
+    with open_catalog(db_url, root, migrated=True) as catalog:
+        assert [a.real_path for a in catalog.adapters()] == [
+            str((root / "inside.safetensors").resolve())
+        ]
+
+
+def test_cli_without_roots_refuses_as_the_api_does(
+    db_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "loras"
+    write_safetensors(folder / "a.safetensors", kohya_metadata(seed=3), seed=3)
+    migrate(db_url)
+
+    for args in ([str(folder)], []):
+        assert_refused(run_import(args, cli_env, db_url, tmp_path, None), "LORA_ROOTS")
+    with open_catalog(db_url, folder, migrated=True) as catalog:
+        assert catalog.count() == 0
