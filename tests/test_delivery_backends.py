@@ -200,7 +200,7 @@ def test_http_timeout_is_transient(webhook: WebhookServer) -> None:
 # --- local command --------------------------------------------------------------------------
 
 ECHO_SCRIPT = (
-    "import os, sys; data = sys.argv[1] if len(sys.argv) > 1 else sys.stdin.read(); "
+    "import os, sys; data = sys.argv[-1] if len(sys.argv) > 1 else sys.stdin.read(); "
     "print('prompt=' + data); print('job=' + os.environ['LORA_JOB_ID']); "
     "print('neg=' + os.environ['LORA_NEGATIVE_PROMPT']); "
     "print('pw=' + os.environ.get('SDNEXT_PASSWORD', '-')); print('warn', file=sys.stderr)"
@@ -229,6 +229,46 @@ def test_cli_success_passes_prompt_and_environment(
     assert result.summary["exit_code"] == 0
     assert result.summary["stderr"].strip() == "warn"
     assert PASSWORD not in json.dumps(result.summary)
+
+
+# A command with options of its own: argparse reads "-rf x" as options and "--help" as a
+# request for help (exit 0, prompt lost), unless "--" ends the options first.
+ARGV_SCRIPT = """\
+import argparse, json, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("-r", action="store_true")
+parser.add_argument("-f")
+parser.add_argument("prompt", nargs="?")
+args = parser.parse_args()
+print(json.dumps({"argv": sys.argv[1:], "prompt": args.prompt, "r": args.r, "f": args.f}))
+"""
+
+
+@pytest.mark.parametrize("prompt", ["-rf x", "--help", "-f", "-- x"])
+def test_cli_prompt_starting_with_a_dash_is_never_an_option(prompt: str, tmp_path: Path) -> None:
+    script = tmp_path / "tool.py"
+    script.write_text(ARGV_SCRIPT)
+    settings = load_settings(delivery_cli_command=[sys.executable, str(script)])
+    assert settings.delivery_cli_end_of_options == "--"
+    result = deliver_cli(settings, make_request(prompt=prompt))
+    seen = json.loads(result.summary["stdout"])
+    assert seen == {"argv": ["--", prompt], "prompt": prompt, "r": False, "f": None}
+
+
+def test_cli_end_of_options_marker_can_be_changed_or_disabled(tmp_path: Path) -> None:
+    script = tmp_path / "argv.py"
+    script.write_text("import json, sys; print(json.dumps(sys.argv[1:]))")
+    command = [sys.executable, str(script), "--steps", "20"]
+
+    def argv(**overrides: Any) -> list[str]:
+        settings = load_settings(delivery_cli_command=command, **overrides)
+        return json.loads(deliver_cli(settings, make_request(prompt="-x")).summary["stdout"])
+
+    assert argv() == ["--steps", "20", "--", "-x"]
+    assert argv(delivery_cli_end_of_options="--prompt") == ["--steps", "20", "--prompt", "-x"]
+    assert argv(delivery_cli_end_of_options="") == ["--steps", "20", "-x"]
+    # On stdin the prompt is no argument at all: no marker either.
+    assert argv(delivery_cli_prompt_via="stdin") == ["--steps", "20"]
 
 
 def test_cli_keeps_only_the_tail_of_long_output() -> None:

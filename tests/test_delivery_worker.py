@@ -70,7 +70,7 @@ JOB_TIMEOUT = 30.0
 #   anything else     print "echo: <prompt>" and the job id it got
 TOOL = r"""
 import os, pathlib, sys, time
-prompt = sys.argv[1]
+prompt = sys.argv[-1]  # after the '--' the worker puts before it
 kind, _, arg = prompt.partition(":")
 
 def note_pid(path):

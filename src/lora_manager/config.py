@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     delivery_cli_prompt_via: str = Field(
         "argument", pattern="^(argument|stdin)$", description="How the prompt reaches it"
     )
+    delivery_cli_end_of_options: str = Field(
+        "--",
+        description="Put before a prompt passed as an argument, so one starting with '-' is "
+        "never read as an option; empty: nothing",
+    )
     delivery_cli_timeout: float = Field(300.0, gt=0, description="Local command timeout (s)")
     sdnext_url: str | None = Field(None, description="SDNext / AUTOMATIC1111 base URL")
     sdnext_username: str | None = None

@@ -265,13 +265,15 @@ def deliver_cli(
     *,
     cancel: Callable[[], bool] | None = None,
 ) -> DeliveryResult:
-    """Run DELIVERY_CLI_COMMAND with the prompt as last argument or on stdin; `cancel`
-    returning true stops it (its whole process group)."""
+    """Run DELIVERY_CLI_COMMAND with the prompt as last argument (after
+    DELIVERY_CLI_END_OF_OPTIONS, `--` by default, so a prompt such as "-rf x" or "--help" is
+    never an option) or on stdin; `cancel` returning true stops it (its whole process group)."""
     command = list(settings.delivery_cli_command)
     if not command:
         raise DeliveryError("DELIVERY_CLI_COMMAND is not set", transient=False)
     via_stdin = settings.delivery_cli_prompt_via == "stdin"
-    argv = command if via_stdin else [*command, request.prompt]
+    marker = [settings.delivery_cli_end_of_options] if settings.delivery_cli_end_of_options else []
+    argv = command if via_stdin else [*command, *marker, request.prompt]
     env = {k: v for k, v in os.environ.items() if k.upper() not in _SECRET_ENV}
     env["LORA_JOB_ID"] = request.job_id
     env["LORA_NEGATIVE_PROMPT"] = request.negative_prompt or ""
