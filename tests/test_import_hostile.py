@@ -7,7 +7,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.support.library import kohya_metadata, write_safetensors
+from tests.support.library import (
+    a1111_metadata,
+    kohya_metadata,
+    sidecar_path,
+    write_json,
+    write_safetensors,
+)
 from tests.test_import import _cli, migrate, open_catalog
 
 
@@ -72,3 +78,40 @@ def test_cli_without_roots_refuses_as_the_api_does(
         assert_refused(run_import(args, cli_env, db_url, tmp_path, None), "LORA_ROOTS")
     with open_catalog(db_url, folder, migrated=True) as catalog:
         assert catalog.count() == 0
+
+
+# --- 4. a partial download is broken, not ok ----------------------------------------------
+
+
+def test_truncated_safetensors_is_recorded_broken_with_its_reason(
+    db_url: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "loras"
+    whole = root / "whole.safetensors"
+    write_safetensors(whole, kohya_metadata(seed=4), seed=4)
+    partial = root / "partial.safetensors"
+    data = write_safetensors(partial, kohya_metadata(seed=5), tensors=4, tensor_bytes=256, seed=5)
+    partial.write_bytes(data[:-1000])
+    reason = "truncated: header declares 1024 bytes of tensor data, file has 24"
+    with open_catalog(db_url, root) as catalog:
+        summary = catalog.run()
+
+        assert (summary.new, summary.failed) == (1, 1)
+        assert summary.failures == [{"path": str(partial), "reason": reason}]
+        broken = catalog.adapter(partial)
+        assert (broken.ingest_status, broken.ingest_error) == ("error", reason)
+        assert catalog.adapter(whole).ingest_status == "ok"
+
+        # A sidecar appears: the header is read again, and the file is still broken.
+        write_json(sidecar_path(partial, ".json"), a1111_metadata(description="half of it"))
+        catalog.run()
+        again = catalog.adapter(partial)
+        assert (again.ingest_status, again.ingest_error) == ("error", reason)
+        assert again.description == "half of it"
+
+        # The download completes: the same adapter, now whole.
+        partial.write_bytes(data)
+        catalog.run()
+        fixed = catalog.adapter(partial)
+        assert (fixed.id, fixed.ingest_status, fixed.ingest_error) == (broken.id, "ok", None)
+        assert fixed.description == "half of it"

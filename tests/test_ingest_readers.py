@@ -229,7 +229,11 @@ def test_truncated_download_is_flagged(tmp_path: Path) -> None:
     path = tmp_path / "partial.safetensors"
     data = write_safetensors(path, {}, tensors=2, tensor_bytes=64)
     path.write_bytes(data[:-10])
-    assert read_header(path).truncated
+    header = read_header(path)
+    assert header.truncated
+    assert header.problem == "truncated: header declares 128 bytes of tensor data, file has 118"
+    path.write_bytes(data)
+    assert read_header(path).problem is None
 
 
 @pytest.mark.parametrize("kind", ["directory", "dangling", "loop"])

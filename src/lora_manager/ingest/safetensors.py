@@ -57,6 +57,16 @@ class SafetensorsHeader:
             return False
         return _PREFIX_BYTES + self.header_length + self.data_size > self.file_size
 
+    @property
+    def problem(self) -> str | None:
+        """Why a well-formed header still makes a broken file (a partial download), or None."""
+        if not self.truncated:
+            return None
+        present = self.file_size - _PREFIX_BYTES - self.header_length
+        return (
+            f"truncated: header declares {self.data_size} bytes of tensor data, file has {present}"
+        )
+
 
 def human_size(size: int) -> str:
     """A byte count in binary units, as people read it: 100 MB, 1.5 GB, 1 EB."""

@@ -366,7 +366,9 @@ class Importer:
                 facts.header = describe_header(stored_header)
             else:
                 try:
-                    facts.header = describe_header(read_header(scanned.path).metadata)
+                    header = read_header(scanned.path)
+                    facts.header = describe_header(header.metadata)
+                    facts.header_error = header.problem
                 except SafetensorsError as exc:
                     facts.header_error = str(exc)
                 except OSError as exc:
@@ -405,8 +407,9 @@ class Importer:
             adapter = self._moved_adapter(session, facts.sha256, gone, moved_from)
             kind = "moved" if adapter is not None else "new"
         stored = None
-        if adapter is not None and not facts.file_changed:
-            # Only sidecars changed: merge them with the header stored last time (even {}).
+        if adapter is not None and not facts.file_changed and adapter.ingest_status != "error":
+            # Only sidecars changed: merge them with the header stored last time (even {});
+            # a broken file's header is read again, so it stays broken with its reason.
             stored = (adapter.extra or {}).get("safetensors")
         self._read(facts, stored, adapter.sha256 if adapter is not None else None)
         assert facts.metadata is not None
