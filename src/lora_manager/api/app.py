@@ -12,6 +12,7 @@ import anyio
 from fastapi import Depends, FastAPI
 
 from lora_manager.api.auth import require_api_key
+from lora_manager.api.docs import install_offline_docs
 from lora_manager.api.errors import install_error_handlers
 from lora_manager.api.health import router as health_router
 from lora_manager.api.schema_gate import SchemaGate
@@ -87,6 +88,8 @@ def create_app(
         version=_version(),
         summary="Catalog, compose and generate with your LoRA adapters.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_offline_docs, without a CDN
+        redoc_url=None,
     )
     engine = make_engine(settings, connect_timeout=_APP_CONNECT_TIMEOUT)
     app.state.settings = settings
@@ -98,6 +101,7 @@ def create_app(
 
     install_error_handlers(app)
     app.include_router(health_router)
+    install_offline_docs(app)
     protected = [Depends(require_api_key)]
     app.include_router(catalog_router, prefix="/v1", dependencies=protected)
     app.include_router(imports_router, prefix="/v1", dependencies=protected)
