@@ -4,17 +4,19 @@ downloads, the command's summary, interrupted runs and writes during an import."
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
 from tests.support.library import (
     a1111_metadata,
+    civitai_version,
     kohya_metadata,
     sidecar_path,
     write_json,
     write_safetensors,
 )
-from tests.test_import import _cli, migrate, open_catalog
+from tests.test_import import _cli, edit_json, migrate, open_catalog, row_dict
 
 
 def run_import(
@@ -115,3 +117,58 @@ def test_truncated_safetensors_is_recorded_broken_with_its_reason(
         fixed = catalog.adapter(partial)
         assert (fixed.id, fixed.ingest_status, fixed.ingest_error) == (broken.id, "ok", None)
         assert fixed.description == "half of it"
+
+
+# --- 3. NUL characters from files are dropped, never fatal ----------------------------------
+
+
+def test_nul_in_a_header_or_a_sidecar_is_stripped_and_everything_imports(
+    db_url: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "loras"
+    header_nul = root / "header-nul.safetensors"
+    write_safetensors(
+        header_nul,
+        kohya_metadata({"modelspec.description": "before\x00after", "ss_\x00key": "v\x00"}, seed=6),
+        seed=6,
+    )
+    sidecar_nul = root / "sidecar-nul.safetensors"
+    data = write_safetensors(sidecar_nul, kohya_metadata(seed=7), seed=7)
+    info = civitai_version(
+        sha256=hashlib.sha256(data).hexdigest(),
+        file_name=sidecar_nul.name,
+        description="<p>Ink\x00 wash</p>",
+        trained_words=["ink\x00wash"],
+        model_name="Nul\x00 Model",
+    )
+    info["images"][0]["meta"]["prompt\x00"] = ["deep \x00", {"in\x00": "side\x00"}]
+    write_json(sidecar_path(sidecar_nul, ".civitai.info"), info)
+    assert "\\u0000" in sidecar_path(sidecar_nul, ".civitai.info").read_text()
+    plain = root / "plain.safetensors"
+    write_safetensors(plain, kohya_metadata(seed=8), seed=8)
+
+    with open_catalog(db_url, root) as catalog:
+        summary = catalog.run()
+
+        assert (summary.new, summary.failed) == (3, 0), summary.failures
+        for adapter in catalog.adapters():
+            assert adapter.ingest_status == "ok", adapter.ingest_error
+            assert "\\x00" not in repr(row_dict(adapter)), adapter.file_path
+        from_header = catalog.adapter(header_nul)
+        assert from_header.description == "beforeafter"
+        assert from_header.extra is not None
+        assert from_header.extra["safetensors"]["ss_key"] == "v"
+        from_sidecar = catalog.adapter(sidecar_nul)
+        assert (from_sidecar.name, from_sidecar.description) == ("Nul Model", "Ink wash")
+        assert from_sidecar.trained_words == ["inkwash"]
+        assert from_sidecar.extra is not None
+        meta = from_sidecar.extra["civitai_info"]["images"][0]["meta"]
+        assert meta["prompt"] == ["deep ", {"in": "side"}]
+
+        # Rescans work: a changed sidecar still holding NUL, then nothing changed.
+        edit_json(sidecar_path(sidecar_nul, ".civitai.info"), description="<p>Two\x00</p>")
+        rescan = catalog.run()
+        assert (rescan.updated, rescan.failed) == (1, 0), rescan.failures
+        assert catalog.adapter(sidecar_nul).description == "Two"
+        again = catalog.run()
+        assert again.unchanged == again.files == 3

@@ -26,12 +26,12 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from lora_manager.catalog import repository
@@ -376,11 +376,15 @@ class Importer:
         assert facts.sidecars is not None
         data = read_sidecars(facts.sidecars)
         facts.sidecar_errors = dict(data.errors)
-        facts.metadata = merge_metadata(
+        merged = merge_metadata(
             facts.header,
             data,
             file_name=scanned.path.name,
             file_sha256=facts.sha256 or known_sha256,
+        )
+        # Where file metadata enters the catalog: PostgreSQL refuses U+0000 in text.
+        facts.metadata = replace(
+            merged, **{f.name: without_nul(getattr(merged, f.name)) for f in fields(merged)}
         )
 
     def _apply(
@@ -435,7 +439,7 @@ class Importer:
                 # Computed before the INSERT, so the row is written once.
                 adapter.search_text = repository.build_search_text(adapter)
                 session.flush()
-        except IntegrityError as exc:
+        except (IntegrityError, DataError) as exc:  # this file only; the import goes on
             summary.record("failed", path, f"could not be stored: {exc.orig}")
             return None
         if kind == "moved":
@@ -556,6 +560,19 @@ class Importer:
                 self.taken[(adapter.name, version)] = adapter.id
                 return
         raise ImportError_(f"no free version for {adapter.name!r} {base!r}")
+
+
+def without_nul(value: Any) -> Any:
+    """`value` with U+0000 removed from every string, dictionary key and nested value: a
+    NUL read from a header or a sidecar is never information, and PostgreSQL's text refuses it
+    (one such value used to fail the whole import)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_nul(item) for item in value]
+    return value
 
 
 def path_under(path: str, roots: Sequence[str]) -> bool:
