@@ -142,6 +142,9 @@ def serve(
     from lora_manager.api.app import migrate_to_head
 
     settings = _settings(host=host, port=port, migrate_on_startup=migrate, in_process_worker=worker)
+    from lora_manager.deliveries.queue import describe as describe_queue
+
+    say(f"serve: job queue {describe_queue(settings)}")
     if settings.migrate_on_startup:
         migrate_to_head(settings)
     api = create_app(settings, migrate_on_startup=False, run_worker=settings.runs_worker_in_process)
@@ -459,11 +462,15 @@ def db_status(
 ) -> None:
     """Where the database stands: reachable, current revision, head, pending, recent steps.
     Exit 0 at head, 6 when behind, 3 when the database does not answer."""
+    from lora_manager.deliveries.queue import describe as describe_queue
     from lora_manager.errors import DatabaseUnreachableError
 
     settings = _settings()
     runner = _runner(settings)
-    report: dict[str, Any] = {"database": runner.target.describe()}
+    report: dict[str, Any] = {
+        "database": runner.target.describe(),
+        "queue": describe_queue(settings),
+    }
     try:
         runner.wait(timeout=0)
         status = runner.status()
@@ -493,6 +500,7 @@ def _print_status(report: dict[str, Any]) -> None:
 
     console = Console()
     console.print(f"[bold]{report['database']}[/bold]")
+    console.print(f"job queue: {report['queue']}", highlight=False, soft_wrap=True)
     if not report["reachable"]:
         console.print(f"[red]{report['error']}[/red]")
         return

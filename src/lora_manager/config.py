@@ -14,6 +14,7 @@ from lora_manager.errors import InvalidSettingsError
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/lora-manager.db"
 ENV_FILE_VARIABLE = "LORA_MANAGER_ENV_FILE"
+QUEUE_FILE_NAME = "lora-manager-queue.db"
 SUPPORTED_DATABASES = "sqlite (sqlite:///path), postgresql (postgresql://user:pass@host/db)"
 
 
@@ -88,7 +89,9 @@ class Settings(BaseSettings):
     results_dir: Path = Field(Path("./data/results"), description="Where images are saved")
     # The job queue: Huey on Redis when REDIS_URL is set, else on a SQLite file.
     queue_path: Path | None = Field(
-        None, description="SQLite queue file; default: lora-manager-queue.db next to the database"
+        None,
+        description="SQLite queue file; default: lora-manager-queue.db next to a SQLite "
+        "database, else in $XDG_DATA_HOME/lora-manager (~/.local/share/lora-manager)",
     )
     worker_threads: int = Field(4, ge=1, le=64, description="Jobs one worker process runs at once")
     in_process_worker: bool | None = Field(
@@ -196,12 +199,14 @@ class Settings(BaseSettings):
 
     @property
     def queue_file(self) -> Path:
-        """The SQLite queue's file (used when REDIS_URL is unset)."""
+        """The SQLite queue's file (used when REDIS_URL is unset), as an absolute path: next to
+        a SQLite database, else in the per-user data folder, never under the working folder,
+        so every command and worker of one database shares one queue."""
         if self.queue_path is not None:
-            return self.queue_path
+            return Path(os.path.abspath(self.queue_path.expanduser()))
         database = self.sqlite_path
-        folder = database.parent if database is not None else Path("./data")
-        return folder / "lora-manager-queue.db"
+        folder = database.parent if database is not None else user_data_dir()
+        return Path(os.path.abspath(folder)) / QUEUE_FILE_NAME
 
     @property
     def runs_worker_in_process(self) -> bool:
@@ -229,6 +234,14 @@ def load_settings(**overrides: Any) -> Settings:
 
     Raises InvalidSettingsError, one line naming each bad setting (never its value)."""
     env_file = os.environ.get(ENV_FILE_VARIABLE, ".env")
+def user_data_dir() -> Path:
+    """This user's data folder for LoRA Manager: $XDG_DATA_HOME/lora-manager, else
+    ~/.local/share/lora-manager (the XDG base directory rules)."""
+    base = os.environ.get("XDG_DATA_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "share"
+    return root / "lora-manager"
+
+
     try:
         return Settings(_env_file=env_file, **overrides)
     except ValidationError as exc:
