@@ -229,11 +229,6 @@ class Settings(BaseSettings):
         return Path(database)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment and the env file named by LORA_MANAGER_ENV_FILE.
-
-    Raises InvalidSettingsError, one line naming each bad setting (never its value)."""
-    env_file = os.environ.get(ENV_FILE_VARIABLE, ".env")
 def user_data_dir() -> Path:
     """This user's data folder for LoRA Manager: $XDG_DATA_HOME/lora-manager, else
     ~/.local/share/lora-manager (the XDG base directory rules)."""
@@ -242,6 +237,11 @@ def user_data_dir() -> Path:
     return root / "lora-manager"
 
 
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment and the env file named by LORA_MANAGER_ENV_FILE.
+
+    Raises InvalidSettingsError, one line naming each bad setting (never its value)."""
+    env_file = os.environ.get(ENV_FILE_VARIABLE, ".env")
     try:
         return Settings(_env_file=env_file, **overrides)
     except ValidationError as exc:
