@@ -8,10 +8,12 @@ import hashlib
 import subprocess
 from pathlib import Path
 
+from lora_manager.config import load_settings
 from tests.support.library import (
     a1111_metadata,
     civitai_version,
     kohya_metadata,
+    png_bytes,
     sidecar_path,
     write_json,
     write_safetensors,
@@ -172,3 +174,67 @@ def test_nul_in_a_header_or_a_sidecar_is_stripped_and_everything_imports(
         assert catalog.adapter(sidecar_nul).description == "Two"
         again = catalog.run()
         assert again.unchanged == again.files == 3
+
+
+# --- 2. symlinks are followed into the roots only --------------------------------------------
+
+
+def test_symlinks_out_of_the_roots_are_skipped_with_the_reason(db_url: str, tmp_path: Path) -> None:
+    library, drive, outside = tmp_path / "loras", tmp_path / "drive2", tmp_path / "outside"
+    write_safetensors(outside / "secret.safetensors", kohya_metadata(seed=11), seed=11)
+    write_safetensors(outside / "dir" / "hidden.safetensors", kohya_metadata(seed=12), seed=12)
+    write_json(outside / "secret.json", a1111_metadata(description="TOP SECRET"))
+    (outside / "secret.png").write_bytes(png_bytes())
+    model = library / "y.safetensors"
+    write_safetensors(model, kohya_metadata({"modelspec.description": "mine"}, seed=13), seed=13)
+    on_drive = drive / "z.safetensors"
+    write_safetensors(on_drive, kohya_metadata(seed=14), seed=14)
+    links = {
+        library / "link.safetensors": outside / "secret.safetensors",
+        library / "linkdir": outside / "dir",
+        library / "y.json": outside / "secret.json",
+        library / "y.preview.png": outside / "secret.png",
+    }
+    for link, target in links.items():
+        link.symlink_to(target)
+    # Followed: a link to another root, and loops (to an ancestor, to itself, and one that
+    # leaves the roots and comes back) end without hanging.
+    (library / "other-drive").symlink_to(drive, target_is_directory=True)
+    (library / "up").symlink_to(library, target_is_directory=True)
+    (library / "self.safetensors").symlink_to(library / "self.safetensors")
+    (outside / "back").symlink_to(library, target_is_directory=True)
+    (library / "round-trip").symlink_to(outside / "back", target_is_directory=True)
+
+    with open_catalog(db_url, library) as catalog:
+        # What a catalog holds from before this rule: everything the links reach imported.
+        catalog.settings = load_settings(database_url=db_url, lora_roots=[library, drive, outside])
+        assert catalog.run().new == 4
+        catalog.settings = load_settings(database_url=db_url, lora_roots=[library, drive])
+        summary = catalog.run()
+
+        skips = {skip["path"]: skip["reason"] for skip in summary.skips}
+        assert summary.skipped == len(skips) == len(links)
+        for link, target in links.items():
+            assert skips[str(link)] == (
+                f"symlink to {target}, outside the library roots (LORA_ROOTS): not followed"
+            )
+        assert [f["reason"] for f in summary.failures] == ["symlink loop"]
+        # The adapters that came through the links out of the roots are missing now.
+        assert summary.missing == 2
+        present = {a.real_path for a in catalog.adapters() if a.ingest_status != "missing"}
+        assert present == {str(model), str(on_drive)}
+        own = catalog.adapter(model)
+        assert own.sidecar_state == {}
+        assert own.preview_path is None
+        # Rescans report the same, and a fresh catalog never reads what the links reach.
+        again = catalog.run()
+        assert again.skips == summary.skips
+        assert again.unchanged == again.files == 2
+    fresh = tmp_path / "fresh.db"
+    with open_catalog(f"sqlite:///{fresh}", library) as catalog:
+        catalog.settings = load_settings(database_url=catalog.url, lora_roots=[library, drive])
+        first = catalog.run()
+        assert (first.new, first.skipped) == (2, len(links))
+        for adapter in catalog.adapters():
+            assert "TOP SECRET" not in repr(row_dict(adapter))
+            assert str(outside) not in repr(row_dict(adapter))

@@ -1,6 +1,8 @@
 """Walk library roots: find model files and what sits next to them, reading no file contents.
 
-Symlinks are followed once: a symlinked folder is walked unless its real folder was already
+Symlinks are followed once, and only into the library roots: a symlink (a model, a folder, a
+sidecar or a preview) whose real target lies outside every root (LORA_ROOTS) is skipped with
+the reason, never read. A symlinked folder is walked unless its real folder was already
 walked (which also ends loops), and a model reached by several paths is listed once, by its
 real path. Broken links, link loops and model names that are not regular files are reported
 as problems with a reason, and the walk goes on.
@@ -52,6 +54,7 @@ class ScanProblem:
 class ScanResult:
     files: list[ScannedFile] = field(default_factory=list)
     problems: list[ScanProblem] = field(default_factory=list)
+    skipped: list[ScanProblem] = field(default_factory=list)  # links out of the roots
     folders: int = 0
 
     @property
@@ -83,13 +86,31 @@ def _link_problem(path: str, exc: OSError) -> str:
     return f"unreadable: {exc.strerror or exc}"
 
 
+def under(path: str, roots: Sequence[str]) -> bool:
+    """`paths.inside` for paths already real: string checks, no realpath per path."""
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def link_outside(entry: os.DirEntry[str], allowed: Sequence[str]) -> str | None:
+    """Why `entry` is not followed: a symlink whose real target is outside every root."""
+    if not entry.is_symlink():
+        return None
+    target = os.path.realpath(entry.path)
+    if under(target, allowed):
+        return None
+    return f"symlink to {target}, outside the library roots (LORA_ROOTS): not followed"
+
+
 def scan(
     roots: Sequence[Path],
     *,
     ignore: Sequence[str] = (),
     on_folder: Callable[[int], None] | None = None,
+    allowed: Sequence[Path] | None = None,
 ) -> ScanResult:
-    """Walk `roots` (real, existing folders) and list every model file once."""
+    """Walk `roots` (real, existing folders) and list every model file once; symlinks are
+    followed into `allowed` (real folders: the library roots; default `roots`) only."""
+    inside = [str(root) for root in (roots if allowed is None else allowed)]
     result = ScanResult()
     seen_files: dict[str, ScannedFile] = {}
     seen_folders: set[tuple[int, int]] = set()
@@ -110,14 +131,18 @@ def scan(
             result.folders += 1
             if on_folder is not None:
                 on_folder(result.folders)
-            _scan_folder(folder, real_root, ignored, stack, seen_files, result)
+            _scan_folder(folder, real_root, ignored, inside, stack, seen_files, result)
     result.files = list(seen_files.values())
     return result
 
 
-def scan_file(path: Path, root: str, *, ignore: Sequence[str] = ()) -> ScannedFile:
-    """One model file, with its folder's listing as a walk would record it (POST /adapters).
+def scan_file(
+    path: Path, root: str, *, ignore: Sequence[str] = (), allowed: Sequence[Path] = ()
+) -> ScannedFile:
+    """One model file, with its folder's listing as a walk would record it (POST /adapters):
+    sidecar links out of `allowed` (default: `root`) are left out.
     Raises FileNotFoundError when `path` is not a model file."""
+    inside = [str(folder) for folder in allowed] or [root]
     real_path = os.path.realpath(path)
     fmt = model_format(os.path.basename(real_path))
     if fmt is None or not os.path.isfile(real_path):
@@ -126,7 +151,7 @@ def scan_file(path: Path, root: str, *, ignore: Sequence[str] = ()) -> ScannedFi
     neighbours: dict[str, tuple[int, int]] = {}
     with os.scandir(os.path.dirname(real_path)) as entries:
         for entry in entries:
-            if ignored(entry.name):
+            if ignored(entry.name) or link_outside(entry, inside):
                 continue
             with contextlib.suppress(OSError):
                 info = entry.stat()
@@ -148,6 +173,7 @@ def _scan_folder(
     folder: str,
     real_root: str,
     ignored: Callable[[str], bool],
+    allowed: Sequence[str],
     stack: list[str],
     seen_files: dict[str, ScannedFile],
     result: ScanResult,
@@ -168,6 +194,10 @@ def _scan_folder(
         except OSError as exc:
             if fmt is not None or entry.is_symlink():
                 result.problems.append(ScanProblem(entry.path, _link_problem(entry.path, exc)))
+            continue
+        outside = link_outside(entry, allowed)
+        if outside is not None:
+            result.skipped.append(ScanProblem(entry.path, outside))
             continue
         if os.path.isdir(entry.path) if entry.is_symlink() else entry.is_dir():
             if fmt is not None:

@@ -45,7 +45,7 @@ from lora_manager.ingest.safetensors import (
     describe_header,
     read_header,
 )
-from lora_manager.ingest.scanner import ScannedFile, scan, scan_file
+from lora_manager.ingest.scanner import ScannedFile, scan, scan_file, under
 from lora_manager.ingest.sidecars import (
     AdapterMetadata,
     SidecarFiles,
@@ -101,12 +101,14 @@ class ImportSummary:
     moved: int = 0
     missing: int = 0
     failed: int = 0
+    skipped: int = 0
     files: int = 0
     bytes_hashed: int = 0
     seconds: float = 0.0
     dry_run: bool = False
     failures: list[dict[str, str]] = field(default_factory=list)
     changes: list[dict[str, str]] = field(default_factory=list)
+    skips: list[dict[str, str]] = field(default_factory=list)  # links out of the roots
 
     @property
     def changed_catalog(self) -> bool:
@@ -117,6 +119,8 @@ class ImportSummary:
         setattr(self, kind, getattr(self, kind) + 1)
         if kind == "failed":
             self.failures.append({"path": path, "reason": detail})
+        elif kind == "skipped":
+            self.skips.append({"path": path, "reason": detail})
         elif kind != "unchanged" and len(self.changes) < 10_000:
             self.changes.append(
                 {"change": kind, "path": path, **({"detail": detail} if detail else {})}
@@ -194,10 +198,13 @@ class Importer:
         folders = self._check_roots(roots)
         summary = ImportSummary(dry_run=self.dry_run)
         with self._lock(), self._writer() as factory:
-            result = scan(folders, ignore=self.settings.import_ignore)
+            allowed = self.settings.resolved_roots or folders
+            result = scan(folders, ignore=self.settings.import_ignore, allowed=allowed)
             for problem in result.problems:
                 summary.record("failed", problem.path, problem.reason)
-            self._sync(factory, result.files, [str(f) for f in folders], summary)
+            for skipped in result.skipped:
+                summary.record("skipped", skipped.path, skipped.reason)
+            self._sync(factory, result.files, [str(f) for f in folders], summary, allowed)
         summary.seconds = round(time.monotonic() - started, 3)
         return summary
 
@@ -207,7 +214,7 @@ class Importer:
         root = root_of(path, roots)
         if root is None:
             raise PathOutsideRootsError(f"{path} is outside the library roots (LORA_ROOTS)")
-        scanned = scan_file(path, str(root), ignore=self.settings.import_ignore)
+        scanned = scan_file(path, str(root), ignore=self.settings.import_ignore, allowed=roots)
         summary = ImportSummary()
         with self._lock(), self._writer() as factory:
             self._sync(factory, [scanned], [], summary)
@@ -260,7 +267,10 @@ class Importer:
         files: list[ScannedFile],
         roots: list[str],
         summary: ImportSummary,
+        allowed: Sequence[Path] = (),
     ) -> None:
+        """Bring the catalog in line with `files`, found under the real folders `roots` (none:
+        one file registered) of the library roots `allowed`."""
         summary.files += len(files)
         with factory() as session:
             known = {
@@ -297,10 +307,19 @@ class Importer:
             self.progress.processed(len(unchanged))
             self._hash(to_hash, summary)
 
+            library = [str(root) for root in allowed]
+
+            def scanned_here(path: str, row: Any) -> bool:
+                """Found by this walk, if still there: under the folders walked, or reached
+                through a link in them whose target is now out of the roots (not followed)."""
+                return under(path, roots) or (
+                    under(row.file_path, roots) and not under(path, library)
+                )
+
             gone = {
                 path: row
                 for path, row in known.items()
-                if path not in seen and (path_under(path, roots) or not os.path.exists(path))
+                if path not in seen and (scanned_here(path, row) or not os.path.exists(path))
             }
             moved_from: set[str] = set()
             batch: list[Adapter] = []
@@ -317,7 +336,7 @@ class Importer:
                 lost = {
                     path: row
                     for path, row in gone.items()
-                    if path not in moved_from and path_under(path, roots)
+                    if path not in moved_from and scanned_here(path, row)
                 }
                 summary.missing += repository.mark_missing(
                     session, [row.id for row in lost.values()], now=utcnow()
@@ -460,8 +479,7 @@ class Importer:
                 return session.get(Adapter, row.id)
         return None
 
-    @staticmethod
-    def _apply_file(adapter: Adapter, facts: FileFacts) -> None:
+    def _apply_file(self, adapter: Adapter, facts: FileFacts) -> None:
         scanned = facts.scanned
         now = utcnow()
         adapter.file_path = str(scanned.path)
@@ -488,11 +506,17 @@ class Importer:
                 )
         if facts.sidecars.preview is not None:
             adapter.preview_path = str(facts.sidecars.preview)
-        elif adapter.preview_path and not os.path.exists(adapter.preview_path):
-            adapter.preview_path = None  # moved without it, or deleted: don't point at nothing
+        elif adapter.preview_path and not self._in_library(adapter.preview_path):
+            # Moved without it, deleted, or a link out of the roots: don't point at it.
+            adapter.preview_path = None
         adapter.missing_since = None
         adapter.last_ingested_at = now
         adapter.updated_at = now
+
+    def _in_library(self, path: str) -> bool:
+        """Whether `path` exists inside the library roots (any path, with no roots set)."""
+        roots = [str(root) for root in self.settings.resolved_roots]
+        return os.path.exists(path) and (not roots or under(os.path.realpath(path), roots))
 
     @staticmethod
     def _apply_metadata(adapter: Adapter, meta: AdapterMetadata, *, creating: bool) -> None:
@@ -573,11 +597,6 @@ def without_nul(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [without_nul(item) for item in value]
     return value
-
-
-def path_under(path: str, roots: Sequence[str]) -> bool:
-    """`paths.inside` for paths already real: string checks, no realpath per stored row."""
-    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def register_file(session: Session, settings: Settings, path: str) -> Adapter:
