@@ -126,6 +126,11 @@ class Settings(BaseSettings):
         description="Seconds between background checks of the table for changed vectors "
         "(0: every request checks)",
     )
+    max_request_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Largest request body (bytes) the API reads; larger ones get 413",
+    )
     schema_check_interval: float = Field(
         2.0,
         ge=0,

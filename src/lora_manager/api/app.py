@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI
 from lora_manager.api.auth import require_api_key
 from lora_manager.api.docs import install_offline_docs
 from lora_manager.api.errors import install_error_handlers
+from lora_manager.api.guard import RequestGuard
 from lora_manager.api.health import router as health_router
 from lora_manager.api.schema_gate import SchemaGate
 from lora_manager.catalog.routes import router as catalog_router
@@ -100,6 +101,8 @@ def create_app(
     app.state.recommender = Recommender(settings, engine)
 
     install_error_handlers(app)
+    # Key and size checked before FastAPI reads a body (api/guard.py).
+    app.add_middleware(RequestGuard, api_key=settings.api_key, max_body=settings.max_request_bytes)
     app.include_router(health_router)
     install_offline_docs(app)
     protected = [Depends(require_api_key)]

@@ -6,6 +6,7 @@ import hmac
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
+from pydantic import SecretStr
 
 from lora_manager.api.errors import UnauthorizedError
 
@@ -19,6 +20,10 @@ async def require_api_key(
     expected = request.app.state.settings.api_key
     if expected is None:
         return
-    given = (provided or "").encode()
-    if not hmac.compare_digest(given, expected.get_secret_value().encode()):
+    if not key_matches(expected, provided.encode("latin-1") if provided is not None else None):
         raise UnauthorizedError("invalid or missing API key (X-API-Key header)")
+
+
+def key_matches(expected: SecretStr, provided: bytes | None) -> bool:
+    """Whether the X-API-Key header's bytes are the key, compared in constant time."""
+    return hmac.compare_digest(provided or b"", expected.get_secret_value().encode())
