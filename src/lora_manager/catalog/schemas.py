@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from lora_manager.api.types import Flag, Int4, Real, RequestModel, UtcDateTime
+
+# A user's weight for an adapter (the composer's overrides share it).
+Weight = Annotated[Real, Field(ge=-5, le=5)]
+# A position in composed prompts (an INTEGER column).
+Ordinal = Annotated[Int4, Field(ge=0)]
 
 
 class AdapterOut(BaseModel):
@@ -39,7 +45,7 @@ class AdapterOut(BaseModel):
     nsfw_level: int
     stats: dict[str, Any] | None
     download_count: int | None
-    published_at: datetime | None
+    published_at: UtcDateTime | None
     primary_file_name: str | None
     primary_file_size_kb: int | None
     primary_file_download_url: str | None
@@ -48,16 +54,16 @@ class AdapterOut(BaseModel):
     active: bool
     ordinal: int | None
     is_favorite: bool
-    favorite_updated_at: datetime | None
+    favorite_updated_at: UtcDateTime | None
     rating: int | None
-    rating_updated_at: datetime | None
+    rating_updated_at: UtcDateTime | None
     notes: str | None
     ingest_status: str
     ingest_error: str | None
-    missing_since: datetime | None
-    last_ingested_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
+    missing_since: UtcDateTime | None
+    last_ingested_at: UtcDateTime | None
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class AdapterDetail(AdapterOut):
@@ -84,7 +90,7 @@ class SortKey(StrEnum):
     ordinal = "ordinal"
 
 
-class AdapterPatch(BaseModel):
+class AdapterPatch(RequestModel):
     """The fields a user owns; metadata comes from the files and their sidecars."""
 
     model_config = ConfigDict(
@@ -92,34 +98,34 @@ class AdapterPatch(BaseModel):
         json_schema_extra={"examples": [{"weight": 0.7, "notes": "great for ink", "rating": 5}]},
     )
 
-    active: bool | None = None
-    weight: float | None = Field(None, ge=-5, le=5)
-    ordinal: int | None = Field(None, ge=0)
-    is_favorite: bool | None = None
-    rating: int | None = Field(None, ge=1, le=5, strict=True)
+    active: Flag | None = None
+    weight: Weight | None = None
+    ordinal: Ordinal | None = None
+    is_favorite: Flag | None = None
+    rating: Annotated[Int4, Field(ge=1, le=5)] | None = None
     notes: str | None = Field(None, max_length=20000)
     user_tags: list[str] | None = Field(None, max_length=200)
 
 
-class RatingIn(BaseModel):
+class RatingIn(RequestModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"rating": 4}, {"rating": None}]})
 
-    rating: int | None = Field(..., ge=1, le=5, strict=True, description="1 to 5, or null to clear")
+    rating: Annotated[Int4, Field(ge=1, le=5)] | None = Field(
+        ..., description="1 to 5, or null to clear"
+    )
 
 
-class FavoriteIn(BaseModel):
+class FavoriteIn(RequestModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"favorite": True}]})
 
-    favorite: bool
+    favorite: Flag
 
 
-class ActivateIn(BaseModel):
+class ActivateIn(RequestModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"ordinal": 1, "weight": 0.8}]})
 
-    ordinal: int | None = Field(
-        None, ge=0, description="Position in composed prompts; default last"
-    )
-    weight: float | None = Field(None, ge=-5, le=5)
+    ordinal: Ordinal | None = Field(None, description="Position in composed prompts; default last")
+    weight: Weight | None = None
 
 
 class BulkAction(StrEnum):
@@ -132,7 +138,7 @@ class BulkAction(StrEnum):
     delete = "delete"
 
 
-class BulkIn(BaseModel):
+class BulkIn(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [{"ids": ["0b6e…"], "action": "tag", "tags": ["ink", "style"]}]
@@ -151,7 +157,7 @@ class BulkOut(BaseModel):
     not_found: list[str]
 
 
-class RegisterIn(BaseModel):
+class RegisterIn(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"path": "/loras/style/ink-wash.safetensors"}]}
     )

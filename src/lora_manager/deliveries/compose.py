@@ -47,8 +47,9 @@ def token_name(adapter: Adapter) -> str:
 
 
 def format_weight(weight: float) -> str:
-    """0.8 → "0.8", 1.0 → "1", 0.75 → "0.75" (two decimals at most)."""
-    return f"{round(weight, 2):.2f}".rstrip("0").rstrip(".") or "0"
+    """0.8 → "0.8", 1.0 → "1", 0.75 → "0.75" (two decimals at most); -0 and -0.001 → "0"."""
+    # Adding 0.0 turns a negative zero (from -0 or from rounding) into 0.
+    return f"{round(weight, 2) + 0.0:.2f}".rstrip("0").rstrip(".") or "0"
 
 
 def trigger_words(adapter: Adapter) -> list[str]:
@@ -86,7 +87,7 @@ def compose(
             result.skipped.append({"id": adapter.id, "reason": f"<lora:{name}> already in"})
             continue
         seen_tokens.add(name.lower())
-        weight = weights.get(adapter.id, adapter.weight)
+        weight = weights.get(adapter.id, adapter.weight) + 0.0  # no negative zero
         tokens.append(f"<lora:{name}:{format_weight(weight)}>")
         added: list[str] = []
         if include_triggers:

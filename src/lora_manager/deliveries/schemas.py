@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lora_manager.api.types import Flag, Int4, RequestModel, UtcDateTime
+from lora_manager.catalog.schemas import Weight
 
-class ComposeIn(BaseModel):
+
+class ComposeIn(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -23,10 +25,10 @@ class ComposeIn(BaseModel):
     adapter_ids: list[str] | None = Field(
         None, max_length=100, description="These adapters in this order; default: the active ones"
     )
-    weights: dict[str, float] = Field(
-        default_factory=dict, description="Weight overrides by adapter id"
+    weights: dict[str, Weight] = Field(
+        default_factory=dict, description="Weight overrides by adapter id (-5 to 5)"
     )
-    include_triggers: bool = Field(True, description="Add each adapter's trigger words")
+    include_triggers: Flag = Field(True, description="Add each adapter's trigger words")
     prefix: str = Field("", max_length=10_000)
     suffix: str = Field("", max_length=10_000)
     negative_prompt: str | None = Field(None, max_length=10_000)
@@ -78,7 +80,7 @@ class JobSort(StrEnum):
     status = "status"
 
 
-class DeliverySpec(BaseModel):
+class DeliverySpec(RequestModel):
     """Where a prompt goes: the back end and its parameters."""
 
     model_config = ConfigDict(extra="forbid")
@@ -89,11 +91,8 @@ class DeliverySpec(BaseModel):
         description="http: {url, data}; cli: none; sdnext: steps, sampler_name, cfg_scale, "
         "width, height, seed, batch_size, n_iter",
     )
-    max_attempts: int | None = Field(
+    max_attempts: Annotated[Int4, Field(ge=1, le=20)] | None = Field(
         None,
-        ge=1,
-        le=20,
-        strict=True,
         description="Tries before a job that keeps failing transiently fails",
     )
 
@@ -151,14 +150,14 @@ class JobOut(BaseModel):
     last_error: str | None
     progress: float | None
     cancel_requested: bool
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    next_attempt_at: datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
+    next_attempt_at: UtcDateTime | None
     rating: int | None
-    rating_updated_at: datetime | None
+    rating_updated_at: UtcDateTime | None
     is_favorite: bool
-    favorite_updated_at: datetime | None
+    favorite_updated_at: UtcDateTime | None
 
 
 class JobPage(BaseModel):
@@ -172,11 +171,13 @@ class ComposeAndDeliverOut(ComposeOut):
     job: JobOut | None = None
 
 
-class JobRatingIn(BaseModel):
+class JobRatingIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
-    rating: int | None = Field(..., ge=1, le=5, strict=True, description="1 to 5, or null to clear")
+    rating: Annotated[Int4, Field(ge=1, le=5)] | None = Field(
+        ..., description="1 to 5, or null to clear"
+    )
 
 
-class JobFavoriteIn(BaseModel):
+class JobFavoriteIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
-    favorite: bool
+    favorite: Flag

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lora_manager.api.types import Flag, RequestModel, UtcDateTime
 
-class ImportIn(BaseModel):
+
+class ImportIn(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"paths": ["/loras/sdxl"], "dry_run": False}, {}]},
@@ -19,7 +20,7 @@ class ImportIn(BaseModel):
         max_length=100,
         description="Folders under the library roots; empty means every root (LORA_ROOTS)",
     )
-    dry_run: bool = Field(False, description="Report what would change; change nothing")
+    dry_run: Flag = Field(False, description="Report what would change; change nothing")
 
 
 class ImportOut(BaseModel):
@@ -36,6 +37,6 @@ class ImportOut(BaseModel):
         None, description="new, updated, unchanged, moved, missing, failed, failures, …"
     )
     error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None

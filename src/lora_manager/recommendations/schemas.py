@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from lora_manager.api.types import Flag, Int4, Real, RequestModel, UtcDateTime
 
 
 class SuggestionOut(BaseModel):
@@ -26,7 +28,7 @@ class RecommendationsOut(BaseModel):
     hint: str | None = Field(None, description="Why the list is empty, and what to do")
 
 
-class ForPromptIn(BaseModel):
+class ForPromptIn(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"prompt": "a samurai in the rain, ink wash"}]},
@@ -36,7 +38,7 @@ class ForPromptIn(BaseModel):
     active_adapter_ids: list[str] | None = Field(
         None, max_length=100, description="Adapters already in use; default: the active ones"
     )
-    limit: int = Field(10, ge=1, le=100)
+    limit: Annotated[Int4, Field(ge=1, le=100)] = 10
     base_model: str | None = Field(None, max_length=200, description="Only this base model")
 
 
@@ -47,7 +49,7 @@ class FeedbackKind(StrEnum):
     dismissed = "dismissed"
 
 
-class FeedbackIn(BaseModel):
+class FeedbackIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     session_id: str
@@ -62,15 +64,15 @@ class PreferenceKind(StrEnum):
     author = "author"
 
 
-class PreferenceIn(BaseModel):
+class PreferenceIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     type: PreferenceKind
     value: str = Field(min_length=1, max_length=200)
-    weight: float = Field(1.0, ge=-1, le=1, description="-1 (avoid) to 1 (prefer)")
+    weight: Annotated[Real, Field(ge=-1, le=1)] = Field(1.0, description="-1 (avoid) to 1 (prefer)")
 
 
-class PreferencesIn(BaseModel):
+class PreferencesIn(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -93,16 +95,16 @@ class PreferenceOut(BaseModel):
     value: str
     weight: float
     learned_from: str
-    updated_at: datetime
+    updated_at: UtcDateTime
 
 
-class RecomputeIn(BaseModel):
+class RecomputeIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     adapter_ids: list[str] | None = Field(
         None, max_length=10_000, description="Only these adapters; default: all"
     )
-    force: bool = Field(False, description="Recompute even vectors that are up to date")
+    force: Flag = Field(False, description="Recompute even vectors that are up to date")
 
 
 class EmbeddingRunOut(BaseModel):
@@ -114,9 +116,9 @@ class EmbeddingRunOut(BaseModel):
     total: int | None
     done: int
     error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
 
 
 class StatsOut(BaseModel):
@@ -128,4 +130,4 @@ class StatsOut(BaseModel):
     dim: int
     embedder: str
     index_size: int
-    index_loaded_at: datetime | None
+    index_loaded_at: UtcDateTime | None
