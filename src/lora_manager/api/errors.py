@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
+from lora_manager.db import short_error
 from lora_manager.errors import DatabaseUnreachableError, LoraManagerError, SchemaNotAtHeadError
 
 log = logging.getLogger(__name__)
@@ -37,7 +46,113 @@ def _json(status: int, detail: str, **extra: object) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail, **extra})
 
 
+# What a 422 repeats of the input: a 10 MB prompt must not come back as a 10 MB error.
+ECHO_CHARS = 100
+MAX_ERRORS = 50
+
+
+def _text(value: str) -> str:
+    """At most ECHO_CHARS characters, lone surrogates written as escapes (valid UTF-8)."""
+    clipped = value if len(value) <= ECHO_CHARS else value[:ECHO_CHARS] + "…"
+    return clipped.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _echo(value: Any) -> Any:
+    """A short, JSON-safe stand-in for an input or a context value."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**63 else _text(repr(value))
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return _text(value)
+    return _text(repr(value))
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic's errors, bounded (first MAX_ERRORS, inputs cut to ECHO_CHARS) and always
+    valid JSON (no NaN, no lone surrogates, no exception objects in `ctx`)."""
+    details: list[dict[str, Any]] = []
+    for error in errors[:MAX_ERRORS]:
+        item: dict[str, Any] = {
+            "type": _text(str(error.get("type", "value_error"))),
+            "loc": [p if isinstance(p, int) else _text(str(p)) for p in error.get("loc", ())],
+            "msg": _text(str(error.get("msg", ""))),
+        }
+        if "input" in error:
+            item["input"] = _echo(error["input"])
+        ctx = error.get("ctx")
+        if isinstance(ctx, Mapping):
+            item["ctx"] = {_text(str(k)): _echo(v) for k, v in ctx.items()}
+        details.append(item)
+    return details
+
+
+# SQLite's result codes (primary, low byte) and PostgreSQL's SQLSTATEs (or classes) that mean
+# the database cannot take writes now: the request was fine, the server is not.
+_SQLITE_REFUSED_WRITES = {8: "database read-only", 10: "disk I/O error", 13: "disk full"}
+_PG_REFUSED_WRITES = {
+    "25006": "database read-only",
+    "53100": "disk full",
+    "53": "out of resources",
+    "58030": "disk I/O error",
+}
+
+
+def refused_write(exc: SQLAlchemyError) -> str | None:
+    """Why the database refused a write (read-only, disk full, …), or None for other errors."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return _SQLITE_REFUSED_WRITES.get(code & 0xFF)
+    state = getattr(orig, "sqlstate", None)
+    if isinstance(state, str):
+        return _PG_REFUSED_WRITES.get(state) or _PG_REFUSED_WRITES.get(state[:2])
+    return None
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods the OpenAPI document gives the path template matching the request (the
+    most literal one: /v1/adapters/tags, not /v1/adapters/{adapter_id})."""
+    table = getattr(request.app.state, "allow_table", None)
+    if table is None:
+        table = [
+            (
+                template.count("{"),
+                compile_path(template)[0],
+                {m.upper() for m in operations if m in _HTTP_METHODS},
+            )
+            for template, operations in request.app.openapi()["paths"].items()
+        ]
+        table.sort(key=lambda row: row[0])
+        request.app.state.allow_table = table
+    path = request.url.path
+    for _, pattern, methods in table:
+        if pattern.match(path):
+            return sorted(methods)
+    return []
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": validation_details(exc.errors())})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+            # FastAPI's "error parsing the body": not UTF-8, or a number too long to parse.
+            detail = [{"type": "json_invalid", "loc": ["body"], "msg": _text(str(exc.__cause__))}]
+            return JSONResponse(status_code=422, content={"detail": detail})
+        if exc.status_code == 405:
+            # Starlette names only the first route that matched the path; list them all.
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(_allowed(request))}
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "APIKey"} if exc.status_code == 401 else None
@@ -54,6 +169,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def database_down(_: Request, exc: DatabaseUnreachableError) -> JSONResponse:
         return _json(503, "database unreachable", reason="database unreachable")
 
+    @app.exception_handler(StaleDataError)
+    @app.exception_handler(ObjectDeletedError)
+    async def deleted_meanwhile(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # Another request deleted the row between this one reading and writing it.
+        return _json(404, "not found: deleted by another request meanwhile")
+
     @app.exception_handler(SQLAlchemyError)
     async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
         # A SQL error may mean the schema moved under us (a downgrade): re-check before 500.
@@ -68,5 +189,9 @@ def install_error_handlers(app: FastAPI) -> None:
                 return _json(503, "database unreachable", reason="database unreachable")
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return _json(503, "database unreachable", reason="database unreachable")
+        refused = refused_write(exc)
+        if refused is not None:
+            log.error("database refused a write on %s: %s", request.url.path, short_error(exc))
+            return _json(503, f"{refused}: {_text(short_error(exc))}", reason=refused)
         log.error("database error on %s %s: %s", request.method, request.url.path, exc)
         return _json(500, "internal database error")
