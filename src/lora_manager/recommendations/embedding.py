@@ -13,7 +13,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from lora_manager.models import Adapter, EmbeddingRun, LoraEmbedding, utcnow
 from lora_manager.recommendations import repository as repo
@@ -45,36 +47,57 @@ def embed_adapters(
     force: bool = False,
     on_progress: Callable[[int], None] | None = None,
 ) -> EmbedCount:
-    """Embed every adapter (or `only` these) that needs it, a batch per transaction."""
+    """Embed every adapter (or `only` these) that needs it, a batch per transaction.
+
+    An adapter deleted while its batch is computed is skipped: the batch's commit fails on it
+    (its foreign key, or its cascaded vector row), and the batch is read and stored again
+    without it."""
     count = EmbedCount()
     after: str | None = None
     while True:
         with sessions() as session:
-            page = repo.adapters_page(session, after, BATCH, only)
-            if not page:
+            for attempt in range(2):
+                try:
+                    done = _embed_batch(session, embedder, after, only, force)
+                    break
+                except (IntegrityError, StaleDataError):
+                    session.rollback()
+                    if attempt:
+                        raise
+                    log.info("an adapter was deleted during embedding: batch stored again")
+            if done is None:
                 break
-            after = page[-1][0].id
-            todo = []
-            for adapter, stored in page:
-                text = adapter_text(adapter)
-                digest = source_hash(text, embedder.name)
-                fresh = (
-                    stored is not None
-                    and stored.embedding_model == embedder.name
-                    and stored.source_hash == digest
-                    and stored.semantic_embedding is not None
-                )
-                if fresh and not force:
-                    count.unchanged += 1
-                else:
-                    todo.append((adapter, stored, text, digest))
-            if todo:
-                _store(session, embedder, todo)
-                session.commit()
-                count.computed += len(todo)
+            after, computed, unchanged = done
+            count.computed += computed
+            count.unchanged += unchanged
         if on_progress is not None:
             on_progress(count.computed + count.unchanged)
     return count
+
+
+def _embed_batch(
+    session: Session, embedder: Embedder, after: str | None, only: Sequence[str] | None, force: bool
+) -> tuple[str, int, int] | None:
+    """Embed and commit the next batch: (its last id, computed, unchanged), None at the end."""
+    page = repo.adapters_page(session, after, BATCH, only)
+    if not page:
+        return None
+    todo = []
+    for adapter, stored in page:
+        text = adapter_text(adapter)
+        digest = source_hash(text, embedder.name)
+        fresh = (
+            stored is not None
+            and stored.embedding_model == embedder.name
+            and stored.source_hash == digest
+            and stored.semantic_embedding is not None
+        )
+        if force or not fresh:
+            todo.append((adapter, stored, text, digest))
+    if todo:
+        _store(session, embedder, todo)
+        session.commit()
+    return page[-1][0].id, len(todo), len(page) - len(todo)
 
 
 def _store(

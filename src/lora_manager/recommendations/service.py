@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from lora_manager.api.errors import ApiError, NotFoundError
@@ -23,7 +24,7 @@ from lora_manager.catalog import repository as catalog
 from lora_manager.config import Settings
 from lora_manager.db import short_error
 from lora_manager.deliveries.queue import DeliveryQueue, QueueError
-from lora_manager.models import EmbeddingRun, utcnow
+from lora_manager.models import Adapter, EmbeddingRun, utcnow
 from lora_manager.recommendations import repository as repo
 from lora_manager.recommendations.embedders import (
     Embedder,
@@ -324,8 +325,15 @@ def record_feedback(
     shown = {item.get("adapter_id") for item in record.recommendations or []}
     if adapter_id not in shown:
         raise ApiError(f"adapter {adapter_id} was not suggested in session {session_id}", 422)
-    repo.add_feedback(session, record, adapter_id, kind, reason)
-    session.commit()
+    try:
+        repo.add_feedback(session, record, adapter_id, kind, reason)
+        session.commit()
+    except IntegrityError:
+        # The adapter was deleted after it was suggested (its foreign key has nothing to hold).
+        session.rollback()
+        if session.get(Adapter, adapter_id) is not None:
+            raise
+        raise NotFoundError(f"adapter {adapter_id} no longer exists") from None
 
 
 def set_preferences(session: Session, wanted: Sequence[tuple[str, str, float]]) -> None:
