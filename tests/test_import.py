@@ -227,6 +227,11 @@ def scan_problems(library: FixtureLibrary) -> int:
     return sum(1 for bad in library.bad_files.values() if bad.kind != "header")
 
 
+def still_broken(library: FixtureLibrary) -> int:
+    """Files with a broken header: counted failed again by every rescan, not unchanged."""
+    return len(library.bad_files) - scan_problems(library)
+
+
 def counts(summary: ImportSummary) -> dict[str, int]:
     keys = ("new", "updated", "unchanged", "moved", "missing", "failed")
     return {key: getattr(summary, key) for key in keys}
@@ -384,7 +389,8 @@ def test_rescan_of_unchanged_library_reads_no_model_file(
     second = catalog.run()
 
     assert second.files == first.files
-    assert second.unchanged == second.files
+    assert second.unchanged + still_broken(library) == second.files
+    assert second.failed == len(library.bad_files)
     assert (second.new, second.updated, second.moved, second.missing) == (0, 0, 0, 0)
     assert second.bytes_hashed == 0
     assert second.changes == []
@@ -412,7 +418,7 @@ def test_move_and_rename_keep_the_adapter_and_user_fields(
     summary = catalog.run()
 
     assert summary.moved == 2, summary.changes
-    assert (summary.new, summary.missing, summary.failed) == (0, 0, scan_problems(library))
+    assert (summary.new, summary.missing, summary.failed) == (0, 0, len(library.bad_files))
     assert catalog.count() == total
     for key, target in (("full", moved_to), ("edited", renamed_to)):
         adapter = catalog.adapter(target)
@@ -576,7 +582,7 @@ def test_deleting_a_sidecar_never_blanks_the_fields_it_filled(
         assert set(after.sidecar_state or {}) == sidecar_names(model.path)
     # Once the deletions are recorded, the library is unchanged again.
     again = catalog.run()
-    assert again.unchanged == again.files
+    assert again.unchanged + still_broken(library) == again.files
 
 
 def test_deleting_the_only_sidecar_keeps_the_name_it_gave(
@@ -977,7 +983,8 @@ def test_cli_import_prints_a_json_summary_and_dry_run_changes_nothing(
     }
 
     again = json.loads(_cli([str(library.root), "--json"], cli_env, sqlite_url, tmp_path).stdout)
-    assert again["unchanged"] == again["files"] == summary["files"]
+    assert again["unchanged"] + still_broken(library) == again["files"] == summary["files"]
+    assert again["failures"] == summary["failures"]  # still broken: listed again, same reason
     assert again["bytes_hashed"] == 0
     with open_catalog(sqlite_url, library.root, migrated=True) as catalog:
         _one_adapter_per_file(catalog, library)

@@ -238,3 +238,45 @@ def test_symlinks_out_of_the_roots_are_skipped_with_the_reason(db_url: str, tmp_
         for adapter in catalog.adapters():
             assert "TOP SECRET" not in repr(row_dict(adapter))
             assert str(outside) not in repr(row_dict(adapter))
+
+
+# --- 5. the command's summary: full paths, sidecar warnings, files still broken ---------------
+
+
+def test_cli_summary_lists_full_paths_warnings_skips_and_files_still_broken(
+    db_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    root = tmp_path / "loras"
+    deep = root / ("a-folder-name-long-enough-to-overflow-any-terminal-" * 3) / "sub"
+    partial = deep / "partial-download-of-a-model.safetensors"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(write_safetensors(partial, kohya_metadata(seed=21), seed=21)[:-40])
+    warned = deep / "model-with-a-bad-sidecar.safetensors"
+    write_safetensors(warned, kohya_metadata(seed=22), seed=22)
+    sidecar_path(warned, ".civitai.info").write_text('{"id": 1,')
+    link = deep / "borrowed.safetensors"
+    link.symlink_to(write_outside(tmp_path / "outside" / "x.safetensors"))
+    migrate(db_url)
+    expected = {
+        "Failed": f"  {partial}: truncated: header declares 128 bytes of tensor data, file has 88",
+        "Warnings": f"  {warned}: model-with-a-bad-sidecar.civitai.info: truncated JSON",
+        "Skipped": f"  {link}: symlink to {tmp_path / 'outside' / 'x.safetensors'}, outside",
+    }
+
+    for attempt in ("import", "rescan"):
+        result = run_import([], cli_env, db_url, tmp_path, [root])
+        assert result.returncode == 0, result.stderr
+        assert "…" not in result.stdout
+        lines = result.stdout.splitlines()
+        for title, line in expected.items():
+            assert f"{title} (1):" in lines, (attempt, title, result.stdout)
+            following = lines[lines.index(f"{title} (1):") + 1]
+            assert following.startswith(line), (attempt, following)
+    with open_catalog(db_url, root, migrated=True) as catalog:
+        assert catalog.adapter(warned).ingest_status == "ok"
+        assert catalog.adapter(partial).ingest_status == "error"
+
+
+def write_outside(path: Path) -> Path:
+    write_safetensors(path, kohya_metadata(seed=23), seed=23)
+    return path

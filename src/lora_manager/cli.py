@@ -268,29 +268,37 @@ def _print_import_summary(summary: Any) -> None:
 
     console = Console()
     title = "Import (dry run: nothing was changed)" if summary.dry_run else "Import"
-    table = Table("new", "updated", "unchanged", "moved", "missing", "failed", title=title)
-    table.add_row(
-        *(
-            str(getattr(summary, k))
-            for k in ("new", "updated", "unchanged", "moved", "missing", "failed")
-        )
-    )
+    kinds = ("new", "updated", "unchanged", "moved", "missing", "failed", "skipped")
+    table = Table(*kinds, title=title)
+    table.add_row(*(str(getattr(summary, k)) for k in kinds))
     console.print(table)
     rate = summary.files / summary.seconds if summary.seconds else 0.0
     console.print(
         f"{summary.files} files in {summary.seconds:.1f}s ({rate:.0f} files/s), "
         f"{summary.bytes_hashed / 1e6:.1f} MB hashed"
     )
-    if summary.dry_run and summary.changes:
-        changes = Table("would be", "path", "detail", title="Changes")
-        for change in summary.changes[:200]:
-            changes.add_row(change["change"], change["path"], change.get("detail", ""))
-        console.print(changes)
-    if summary.failures:
-        failures = Table("path", "reason", title="Failed")
-        for failure in summary.failures[:200]:
-            failures.add_row(failure["path"], failure["reason"])
-        console.print(failures)
+    if summary.dry_run:
+        _print_paths(
+            "Changes (would be)",
+            [
+                {**c, "reason": f"{c['change']} {c.get('detail', '')}".strip()}
+                for c in summary.changes
+            ],
+        )
+    _print_paths("Failed", summary.failures)
+    _print_paths("Skipped", summary.skips)
+    _print_paths("Warnings", summary.warnings)
+
+
+def _print_paths(title: str, rows: list[dict[str, str]], limit: int = 500) -> None:
+    """`path: reason` lines, one per file, never cut to the terminal's width."""
+    if not rows:
+        return
+    print(f"{title} ({len(rows)}):")
+    for row in rows[:limit]:
+        print(f"  {row['path']}: {row['reason']}")
+    if len(rows) > limit:
+        print(f"  … and {len(rows) - limit} more (--json lists every one)")
 
 
 # -- db ----------------------------------------------------------------------------------

@@ -13,8 +13,11 @@ The rules, in the order they apply to each model file:
 * An adapter under the scanned roots whose file is gone is marked missing, never deleted.
 * The user's fields (active, weight, ordinal, favourite, rating, notes, user tags) are never
   written by an import, and metadata is never replaced by empty or missing data.
-* A broken file is recorded with its reason and the import goes on. One import runs at a time
-  per database (a lock); a second one waits, then finds the work done.
+* A broken file is recorded with its reason and the import goes on. A file still broken is
+  counted failed again on every rescan, with the reason recorded, without being read again;
+  a file imported with sidecar problems (invalid JSON...) is listed in `warnings` every time.
+  One import runs at a time per database (a lock); a second one waits, then finds the work
+  done.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -109,6 +113,7 @@ class ImportSummary:
     failures: list[dict[str, str]] = field(default_factory=list)
     changes: list[dict[str, str]] = field(default_factory=list)
     skips: list[dict[str, str]] = field(default_factory=list)  # links out of the roots
+    warnings: list[dict[str, str]] = field(default_factory=list)  # imported, sidecar problems
 
     @property
     def changed_catalog(self) -> bool:
@@ -125,6 +130,9 @@ class ImportSummary:
             self.changes.append(
                 {"change": kind, "path": path, **({"detail": detail} if detail else {})}
             )
+
+    def warn(self, path: str, reason: str) -> None:
+        self.warnings.append({"path": path, "reason": reason})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -279,6 +287,13 @@ class Importer:
             }
             self.taken = repository.name_versions(session)
             self.created: set[str] = set()
+            reasons = dict(
+                session.execute(
+                    select(Adapter.id, Adapter.ingest_error).where(
+                        Adapter.ingest_error.is_not(None)
+                    )
+                ).all()
+            )
             session.commit()  # hold no transaction (nor SQLite's write lock) while hashing
             seen = {f.real_path for f in files}
             unchanged, changed = [], []
@@ -303,7 +318,7 @@ class Importer:
                 len(files), sum(f.size for f in files), sum(f.scanned.size for f in to_hash)
             )
             for facts in unchanged:
-                summary.record("unchanged", str(facts.scanned.path))
+                self._unchanged(facts, known[facts.scanned.real_path], reasons, summary)
             self.progress.processed(len(unchanged))
             self._hash(to_hash, summary)
 
@@ -467,7 +482,22 @@ class Importer:
             summary.record("failed", path, facts.header_error)
         else:
             summary.record(kind, path, "; ".join(problems))
+            if problems:
+                summary.warn(path, "; ".join(problems))
         return adapter
+
+    @staticmethod
+    def _unchanged(
+        facts: FileFacts, row: Any, reasons: dict[str, str | None], summary: ImportSummary
+    ) -> None:
+        """An unchanged file, not read: still broken, still warned about, or unchanged."""
+        path, reason = str(facts.scanned.path), reasons.get(row.id)
+        if row.ingest_status == "error":
+            summary.record("failed", path, reason or "broken")
+            return
+        summary.record("unchanged", path)
+        if reason:
+            summary.warn(path, reason)
 
     @staticmethod
     def _moved_adapter(
