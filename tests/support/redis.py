@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,10 +23,22 @@ class RedisServer:
     port: int
     process: subprocess.Popen[bytes]
     data_dir: Path
+    argv: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        """Stop the server (an outage); `restart()` brings it back on the same port, empty."""
+        _stop(self.process)
+
+    def restart(self, timeout: float = 10.0) -> None:
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        _wait_ping(self, timeout)
 
     @property
     def log_file(self) -> Path:
@@ -113,12 +125,12 @@ def running_redis(tmp_dir: Path | None = None, timeout: float = 10.0) -> Iterato
             process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        server = RedisServer(port=port, process=process, data_dir=data_dir)
+        server = RedisServer(port=port, process=process, data_dir=data_dir, argv=argv)
         try:
             _wait_ping(server, timeout)
             yield server
         finally:
-            _stop(process)
+            _stop(server.process)  # the latest one, after a restart()
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 

@@ -11,7 +11,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
+from huey import Huey
 from huey.consumer import Consumer
 
 from lora_manager.config import Settings
@@ -25,6 +27,7 @@ from lora_manager.recommendations.embedding import run_embedding
 from lora_manager.recommendations.service import queue_if_stale
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Longest pause between two polls of an idle SQLite queue (Redis blocks instead of polling).
 MAX_POLL_DELAY = 0.5
@@ -32,13 +35,143 @@ MAX_POLL_DELAY = 0.5
 KEEPER_TICK = 1.0
 # How long stopped jobs get to wind down (kill their command) after the shutdown timeout.
 STOP_GRACE = 5.0
+# While the queue is away: the first retry after this long, doubling up to the second.
+FIRST_QUEUE_RETRY = 0.5
+MAX_QUEUE_RETRY = 10.0
+
+
+class QueueWatch:
+    """Notices the queue going away and coming back: one line each (the reason, no traceback,
+    no password), and while it is away one retry schedule for every thread, its pause doubling
+    from FIRST_QUEUE_RETRY to MAX_QUEUE_RETRY, instead of a traceback per thread and poll."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.where = job_queue.describe(settings)
+        self._secrets = [s for s in (_password(settings.redis_url),) if s]
+        self._lock = threading.Lock()
+        self._lost_at: float | None = None
+        self._pause = FIRST_QUEUE_RETRY
+        self._next_try = 0.0
+
+    @property
+    def lost(self) -> bool:
+        return self._lost_at is not None
+
+    def due(self) -> float:
+        """Seconds until the next try of a lost queue may start (0: now)."""
+        with self._lock:
+            return 0.0 if self._lost_at is None else max(0.0, self._next_try - time.monotonic())
+
+    def wait_turn(self, stop: Any) -> bool:
+        """Wait (interruptibly, on the `stop` event) until the queue may be tried; False if
+        stopped meanwhile."""
+        pause = self.due()
+        return not (pause and stop.wait(pause))
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if self._lost_at is None:
+                self._lost_at = now
+                self._pause = FIRST_QUEUE_RETRY
+                log.warning(
+                    "queue lost: %s: %s; retrying in %g s, backing off to every %g s",
+                    self.where,
+                    self._reason(exc),
+                    FIRST_QUEUE_RETRY,
+                    MAX_QUEUE_RETRY,
+                )
+            elif now >= self._next_try:  # this failure was the scheduled retry
+                self._pause = min(self._pause * 2, MAX_QUEUE_RETRY)
+            else:
+                return  # another thread's try of this round already failed
+            self._next_try = now + self._pause
+
+    def guarded(self, call: Callable[[], T], fallback: T) -> T:
+        """`call()`, its failure reported here and answered with `fallback`."""
+        try:
+            result = call()
+        except Exception as exc:  # redis and sqlite3 raise their own kinds
+            self.failed(exc)
+            return fallback
+        self.succeeded()
+        return result
+
+    def succeeded(self) -> None:
+        if self._lost_at is None:  # the common case, without the lock
+            return
+        with self._lock:
+            if self._lost_at is not None:
+                log.warning(
+                    "queue back: %s, after %.1f s", self.where, time.monotonic() - self._lost_at
+                )
+                self._lost_at = None
+
+    def _reason(self, exc: BaseException) -> str:
+        text = " ".join(str(exc).split()) or "no detail"
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _password(url: str | None) -> str | None:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).password if url else None
+
+
+class _WatchedQueue:
+    """The queue as Huey's worker and scheduler threads see it: a failing read or write is
+    reported to the watch and answered with "nothing", and reads wait their turn while the
+    queue is away. Everything else goes to the real Huey."""
+
+    def __init__(self, huey: Huey, watch: QueueWatch, stop: Any) -> None:
+        self._huey = huey
+        self._watch = watch
+        self._stop = stop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._huey, name)
+
+    def dequeue(self) -> Any:
+        if not self._watch.wait_turn(self._stop):
+            return None
+        return self._watch.guarded(self._huey.dequeue, None)
+
+    def read_schedule(self, now: Any = None) -> list[Any]:
+        if self._watch.due():  # the scheduler has its own interval: skip rather than wait
+            return []
+        return self._watch.guarded(lambda: list(self._huey.read_schedule(now)), [])
+
+    def enqueue(self, task: Any) -> Any:
+        try:
+            return self._huey.enqueue(task)
+        except Exception as exc:
+            self._watch.failed(exc)
+            log.warning("a retry's message was lost with the queue; the sweeper queues it again")
+            return None
 
 
 class _QuietConsumer(Consumer):
-    """Huey's consumer without its signal handlers: the process owner installs its own."""
+    """Huey's consumer without its signal handlers (the process owner installs its own), its
+    threads reading the queue through a QueueWatch."""
+
+    def __init__(self, huey: Huey, watch: QueueWatch, **options: Any) -> None:
+        self.watch = watch
+        super().__init__(huey, **options)
 
     def _set_signal_handlers(self) -> None:
         pass
+
+    def _create_worker(self) -> Any:
+        worker = super()._create_worker()
+        worker.huey = _WatchedQueue(self.huey, self.watch, self.stop_flag)
+        return worker
+
+    def _create_scheduler(self) -> Any:
+        scheduler = super()._create_scheduler()
+        scheduler.huey = _WatchedQueue(self.huey, self.watch, self.stop_flag)
+        return scheduler
 
 
 class QueueConsumer:
@@ -58,8 +191,10 @@ class QueueConsumer:
         self.runner.enqueue = lambda job_id, delay: self.queue.enqueue(job_id, delay=delay)
         self.threads = threads
         self._stopping = threading.Event()
+        self.watch = QueueWatch(settings)
         self._huey = _QuietConsumer(
             self.queue.huey,
+            self.watch,
             workers=threads,
             worker_type="thread",
             periodic=False,
@@ -158,7 +293,9 @@ class QueueConsumer:
         for run_id in runs.release_stalled_runs(self.engine, self._stalled_after):
             log.warning("embedding run %s: its worker stopped; queued again", run_id)
             requeued += self._enqueue_run_quietly(run_id)
-        if self.queue.backlog() == 0:
+        # While the queue is away its consumer threads' retries notice it is back.
+        backlog = None if self.watch.due() else self.watch.guarded(self.queue.backlog, None)
+        if backlog == 0:
             for job_id in jobs.overdue_pending(self.engine, self.settings.job_requeue_after):
                 if self._enqueue_quietly(job_id):
                     requeued += 1
@@ -177,12 +314,15 @@ class QueueConsumer:
     def _enqueue_run_quietly(self, run_id: str) -> int:
         return int(self._send_quietly(self.queue.enqueue_embedding, "embedding run", run_id))
 
-    @staticmethod
-    def _send_quietly(enqueue: Callable[[str], None], what: str, key: str) -> bool:
-        """Queue an id; if the queue is away, log it: the next sweep tries again."""
+    def _send_quietly(self, enqueue: Callable[[str], None], what: str, key: str) -> bool:
+        """Queue an id; if the queue is away, say so once (the watch): the next sweep tries
+        again."""
         try:
             enqueue(key)
         except job_queue.QueueError as exc:
-            log.warning("%s %s: %s; will try again", what, key, exc)
+            if self.watch.lost:
+                log.debug("%s %s: %s; will try again", what, key, exc)
+            else:
+                log.warning("%s %s: %s; will try again", what, key, exc)
             return False
         return True
