@@ -6,9 +6,21 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+from fastapi.testclient import TestClient
+
+from lora_manager.api import create_app
 from lora_manager.config import load_settings
+from lora_manager.ingest import runs
+from lora_manager.ingest.service import Importer
+from lora_manager.models import ImportRun
 from tests.support.library import (
     a1111_metadata,
     civitai_version,
@@ -18,7 +30,7 @@ from tests.support.library import (
     write_json,
     write_safetensors,
 )
-from tests.test_import import _cli, edit_json, migrate, open_catalog, row_dict
+from tests.test_import import Catalog, _cli, edit_json, migrate, open_catalog, row_dict
 
 
 def run_import(
@@ -280,3 +292,98 @@ def test_cli_summary_lists_full_paths_warnings_skips_and_files_still_broken(
 def write_outside(path: Path) -> Path:
     write_safetensors(path, kohya_metadata(seed=23), seed=23)
     return path
+
+
+# --- 6. a run whose process died is interrupted, not running forever ---------------------------
+
+START_AN_IMPORT = """
+import time
+from lora_manager.config import load_settings
+from lora_manager.db import make_engine, make_session_factory
+from lora_manager.ingest import runs
+
+settings = load_settings()
+factory = make_session_factory(make_engine(settings))
+with factory() as session:
+    run = runs.start_import(session, factory, settings, runs.choose_roots(settings, []), False)
+    print(run.id, flush=True)
+time.sleep(600)
+"""
+
+
+@contextmanager
+def import_killed_while_running(
+    db_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[Catalog, Any, str]]:
+    """A run started by a process (through runs.start_import, as POST /v1/imports does) that
+    was killed (SIGKILL) while running: waiting for the import lock, which this test holds.
+    Yields the catalog, the held lock and the run's id."""
+    root = tmp_path / "loras"
+    write_safetensors(root / "a.safetensors", kohya_metadata(seed=31), seed=31)
+    env = {**cli_env, "DATABASE_URL": db_url, "LORA_ROOTS": str(root)}
+    with open_catalog(db_url, root) as catalog:
+        lock = Importer(catalog.settings, catalog.factory, echo=lambda _: None).lock(timeout=5)
+        with lock:
+            process = subprocess.Popen(
+                [sys.executable, "-c", START_AN_IMPORT],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                assert process.stdout is not None
+                run_id = process.stdout.readline().strip()
+                deadline = time.monotonic() + 60
+                while (run := import_run(catalog, run_id)).status != "running" or not (
+                    run.progress or {}
+                ).get("heartbeat_at"):
+                    assert time.monotonic() < deadline, run.status
+                    time.sleep(0.05)
+            finally:
+                process.kill()
+                process.wait(30)
+            assert import_run(catalog, run_id).status == "running"
+            yield catalog, lock, run_id
+
+
+def import_run(catalog: Catalog, run_id: str) -> ImportRun:
+    with catalog.factory() as session:
+        run = session.get(ImportRun, run_id)
+        assert run is not None
+        return run
+
+
+def test_a_run_left_running_by_a_killed_process_is_interrupted_at_api_start_up(
+    db_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    with import_killed_while_running(db_url, cli_env, tmp_path) as (catalog, lock, run_id):
+        lock.__exit__(None, None, None)  # the lock is free: no import is under way anywhere
+        app = create_app(catalog.settings, migrate_on_startup=False)
+        with TestClient(app) as client:
+            run = client.get(f"/v1/imports/{run_id}").json()
+            spec = client.get("/openapi.json").json()
+    assert run["status"] == "interrupted"
+    assert run["error"] == "interrupted: the process running it stopped before the end"
+    assert run["finished_at"] is not None
+    status = spec["components"]["schemas"]["ImportOut"]["properties"]["status"]
+    assert status["enum"] == ["pending", "running", "succeeded", "failed", "interrupted"]
+
+
+def test_a_silent_run_is_interrupted_while_another_import_holds_the_lock(
+    db_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    with import_killed_while_running(db_url, cli_env, tmp_path) as (catalog, _lock, run_id):
+        # The lock is held (an import under way): a run with a fresh heartbeat is left alone.
+        assert runs.interrupt_dead_runs(catalog.factory, catalog.settings) == []
+        with catalog.factory() as session:
+            assert runs.recent_runs(session, 5)[0].status == "running"
+            beat = runs.last_sign_of_life(import_run(catalog, run_id))
+            later = beat + timedelta(seconds=runs.STALE_AFTER + 1)
+            assert runs.interrupt_stale_runs(session, now=later) == [run_id]
+        run = import_run(catalog, run_id)
+    assert run.status == "interrupted"
+    assert run.error == (
+        "interrupted: no sign of life from the process running it since "
+        f"{beat.isoformat(sep=' ', timespec='seconds')} UTC"
+    )

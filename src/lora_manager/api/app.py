@@ -24,6 +24,7 @@ from lora_manager.deliveries.queue import DeliveryQueue
 from lora_manager.deliveries.routes import jobs_router as deliveries_router
 from lora_manager.deliveries.routes import router as compose_router
 from lora_manager.ingest.routes import router as imports_router
+from lora_manager.ingest.runs import interrupt_dead_runs
 from lora_manager.recommendations.routes import router as recommendations_router
 from lora_manager.recommendations.service import Recommender
 from lora_manager.worker import Worker
@@ -66,6 +67,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if migrate:
             await anyio.to_thread.run_sync(migrate_to_head, settings)
+        # Runs left pending or running by a process that died are interrupted, not eternal.
+        await anyio.to_thread.run_sync(interrupt_dead_runs, app.state.session_factory, settings)
         warming = app.state.recommender.warm_up(_schema_ready(app.state.schema_gate))
         worker = thread = None
         if run_worker:

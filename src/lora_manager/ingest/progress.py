@@ -61,25 +61,35 @@ class RichImportProgress:
 
 
 class RecordingProgress:
-    """Counts progress and hands a snapshot to `save` at most every `interval` seconds.
+    """Counts progress and hands a snapshot to `save` at most every `interval` seconds, and
+    at once and then every `heartbeat` seconds even without progress (a sign of life while a
+    large file is hashed or the import lock is awaited).
 
     `save` runs on a thread of its own: the importer calls in while its transaction holds the
     SQLite write lock, and a progress row written from that thread would wait on itself."""
 
-    def __init__(self, save: Callable[[dict[str, Any]], None], interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        save: Callable[[dict[str, Any]], None],
+        interval: float = 0.5,
+        heartbeat: float | None = None,
+    ) -> None:
         self.save = save
         self.interval = interval
+        self.heartbeat = heartbeat
         self.state = {"files_total": 0, "files_done": 0, "bytes_total": 0, "bytes_hashed": 0}
         self._lock = threading.Lock()
         self._last = 0.0
         self._due = threading.Event()
+        if heartbeat is not None:
+            self._due.set()
         self._closed = False
         self._saver = threading.Thread(target=self._save_loop, name="import-progress", daemon=True)
         self._saver.start()
 
     def _save_loop(self) -> None:
         while True:
-            self._due.wait()
+            self._due.wait(self.heartbeat)
             self._due.clear()
             with self._lock:
                 snapshot, closed = dict(self.state), self._closed

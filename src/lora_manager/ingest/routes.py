@@ -11,7 +11,6 @@ from lora_manager.api.dependencies import db_session
 from lora_manager.api.errors import NotFoundError
 from lora_manager.ingest import runs
 from lora_manager.ingest.schemas import ImportIn, ImportOut
-from lora_manager.models import ImportRun
 
 router = APIRouter(prefix="/imports", tags=["imports"])
 Db = Annotated[Session, Depends(db_session)]
@@ -54,7 +53,7 @@ def recent(session: Db, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list
     summary="An import's progress, and its summary once finished",
 )
 def get(import_id: str, session: Db) -> ImportOut:
-    run = session.get(ImportRun, import_id)
+    run = runs.get_run(session, import_id)
     if run is None:
         raise NotFoundError(f"import {import_id} not found")
     return ImportOut.model_validate(run)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,11 +23,17 @@ class ImportIn(RequestModel):
     dry_run: Flag = Field(False, description="Report what would change; change nothing")
 
 
+ImportStatus = Literal["pending", "running", "succeeded", "failed", "interrupted"]
+
+
 class ImportOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
-    status: str = Field(description="pending, running, succeeded or failed")
+    status: ImportStatus = Field(
+        description="pending, running, succeeded, failed, or interrupted: the process running "
+        "it died (`error` says when it was last seen)"
+    )
     roots: list[str]
     dry_run: bool
     progress: dict[str, Any] | None = Field(

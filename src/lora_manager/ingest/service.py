@@ -205,7 +205,7 @@ class Importer:
         started = time.monotonic()
         folders = self._check_roots(roots)
         summary = ImportSummary(dry_run=self.dry_run)
-        with self._lock(), self._writer() as factory:
+        with self.lock(), self._writer() as factory:
             allowed = self.settings.resolved_roots or folders
             result = scan(folders, ignore=self.settings.import_ignore, allowed=allowed)
             for problem in result.problems:
@@ -224,7 +224,7 @@ class Importer:
             raise PathOutsideRootsError(f"{path} is outside the library roots (LORA_ROOTS)")
         scanned = scan_file(path, str(root), ignore=self.settings.import_ignore, allowed=roots)
         summary = ImportSummary()
-        with self._lock(), self._writer() as factory:
+        with self.lock(), self._writer() as factory:
             self._sync(factory, [scanned], [], summary)
         if summary.failed and not summary.new + summary.updated + summary.moved:
             raise ImportError_(f"{path}: {summary.failures[0]['reason']}")
@@ -246,12 +246,14 @@ class Importer:
             folders.append(real(root))
         return folders
 
-    def _lock(self) -> Any:
+    def lock(self, timeout: float = _IMPORT_LOCK_TIMEOUT) -> Any:
+        """The import lock of this database (a context manager); LockTimeoutError after
+        `timeout` seconds held by another process."""
         engine = self.session_factory.kw["bind"]
         if engine.dialect.name == "postgresql":
             return PostgresAdvisoryLock(
                 engine,
-                _IMPORT_LOCK_TIMEOUT,
+                timeout,
                 self.echo,
                 key=IMPORT_LOCK_KEY,
                 what="the import lock",
@@ -262,7 +264,7 @@ class Importer:
             return nullcontext()
         return SqliteFileLock(
             database,
-            _IMPORT_LOCK_TIMEOUT,
+            timeout,
             self.echo,
             suffix=".import.lock",
             what="the import lock",
