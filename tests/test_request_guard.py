@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.postgres import free_port
-from tests.support.processes import background, wait_for_status
+from tests.support.processes import serving
 
 KEY = "guard-key"
 LIMIT = 64 * 1024
@@ -36,13 +36,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         "RESULTS_DIR": str(folder / "results"),
         "PYTHONUNBUFFERED": "1",
     }
-    with background(["lora-manager", "serve", "--no-worker"], env) as process:
-        try:
-            wait_for_status(f"http://127.0.0.1:{port}/health/ready", 200, timeout=60)
-        except TimeoutError:
-            process.terminate()
-            out, err = process.communicate(timeout=10)
-            pytest.fail(f"server did not start:\n{out}\n{err}")
+    argv = ["lora-manager", "serve", "--no-worker"]
+    with serving(argv, env, f"http://127.0.0.1:{port}/health/ready"):
         yield port
 
 

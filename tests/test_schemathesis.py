@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.library import kohya_metadata, write_preview, write_safetensors
 from tests.support.postgres import free_port
-from tests.support.processes import background, wait_for_status
+from tests.support.processes import serving
 
 KEY = "schemathesis-key"
 BIN = Path(sys.executable).parent
@@ -101,13 +101,7 @@ def live_api(db_url: str, tmp_path: Path) -> Iterator[tuple[int, str]]:
         ["lora-manager", "import"], env=env, capture_output=True, text=True, timeout=300
     )
     assert imported.returncode == 0, imported.stdout + imported.stderr
-    with background(["lora-manager", "serve"], env) as process:
-        try:
-            wait_for_status(f"http://127.0.0.1:{port}/health/ready", 200, timeout=90)
-        except TimeoutError:
-            process.terminate()
-            out, err = process.communicate(timeout=10)
-            pytest.fail(f"server did not start:\n{out}\n{err}")
+    with serving(["lora-manager", "serve"], env, f"http://127.0.0.1:{port}/health/ready", 90):
         hook = env["DELIVERY_HTTP_ALLOWLIST"]
         _post(port, "/v1/deliveries", {"mode": "http", "prompt": "a cat", "params": {"url": hook}})
         _post(port, "/v1/recommendations/embeddings/recompute", {})

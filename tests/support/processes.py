@@ -63,3 +63,19 @@ def background(
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+@contextlib.contextmanager
+def serving(
+    argv: list[str], env: dict[str, str], ready_url: str, timeout: float = 60.0
+) -> Iterator[subprocess.Popen[str]]:
+    """`background`, once `ready_url` answers 200; if it never does, the process is stopped
+    and its output raised."""
+    with background(argv, env) as process:
+        try:
+            wait_for_status(ready_url, 200, timeout)
+        except TimeoutError:
+            process.terminate()
+            out, err = process.communicate(timeout=10)
+            raise RuntimeError(f"{' '.join(argv)} did not get ready:\n{out}\n{err}") from None
+        yield process
