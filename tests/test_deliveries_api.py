@@ -78,7 +78,12 @@ def route_ids(routes: list[tuple[str, str, Any]]) -> list[str]:
 
 
 def when(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value is not None else None
+    """A timestamp as the API sends it (UTC, with its offset), as the naive UTC rows hold."""
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    assert parsed.utcoffset() == timedelta(0), value
+    return parsed.replace(tzinfo=None)
 
 
 @dataclass
