@@ -23,6 +23,7 @@ from lora_manager.ingest.service import Importer
 from lora_manager.models import ImportRun
 from tests.support.library import (
     a1111_metadata,
+    build_bulk_library,
     civitai_version,
     kohya_metadata,
     png_bytes,
@@ -30,6 +31,9 @@ from tests.support.library import (
     write_json,
     write_safetensors,
 )
+from tests.support.postgres import free_port
+from tests.support.processes import serving
+from tests.support.writers import Writers, call, finish_import
 from tests.test_import import Catalog, _cli, edit_json, migrate, open_catalog, row_dict
 
 
@@ -387,3 +391,42 @@ def test_a_silent_run_is_interrupted_while_another_import_holds_the_lock(
         "interrupted: no sign of life from the process running it since "
         f"{beat.isoformat(sep=' ', timespec='seconds')} UTC"
     )
+
+
+# --- 7. writes while an API import runs wait their turn ---------------------------------------
+
+
+def test_writes_during_an_api_import_never_fail(
+    db_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Four writers PATCH and POST adapters on a running `lora-manager serve` while its
+    POST /v1/imports imports 1,000 files: each write waits its turn (SQLite: the busy
+    timeout, and an importer that commits often and leaves the lock free), none gets a 5xx."""
+    root = tmp_path / "loras"
+    for seed in range(8):
+        write_safetensors(root / "own" / f"m{seed}.safetensors", kohya_metadata(seed=seed))
+    migrate(db_url)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **cli_env,
+        "DATABASE_URL": db_url,
+        "LORA_ROOTS": str(root),
+        "QUEUE_PATH": str(tmp_path / "queue.db"),
+        "LOG_LEVEL": "WARNING",
+    }
+    argv = ["lora-manager", "serve", "--port", str(port), "--no-worker", "--no-migrate"]
+    with serving(argv, env, f"{base}/health/ready"):
+        assert finish_import(base)["summary"]["new"] == 8
+        ids = [adapter["id"] for adapter in call(base, "GET", "/v1/adapters")[1]["items"]]
+        build_bulk_library(root, 1000)
+        with Writers(base, ids, 4) as writers:
+            run = finish_import(base)
+        after = call(base, "GET", f"/v1/adapters/{ids[0]}")
+
+    assert run["status"] == "succeeded", run
+    assert run["summary"]["new"] == 1000
+    assert len(writers.samples) >= 20, f"only {len(writers.samples)} writes during the import"
+    failed = [(status, detail) for status, _, detail in writers.samples if status != 200]
+    assert failed == []
+    assert after[0] == 200 and after[1]["notes"].startswith("writer ")

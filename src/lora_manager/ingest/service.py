@@ -64,7 +64,14 @@ from lora_manager.paths import inside, real, root_of
 log = logging.getLogger(__name__)
 
 IMPORT_LOCK_KEY = 0x4C4F5242  # next to the migration lock's "LORA"
-_BATCH = 300
+# Files per write transaction. On SQLite a transaction holds the database's one write lock:
+# it stays short (150 files, at most _HOLD), the next files are read between transactions, and the
+# lock is left free for at least _SQLITE_GAP after each commit, longer than SQLite's busy
+# handler sleeps between tries (100 ms at most), so API writers waiting on it get in.
+_BATCH = {"sqlite": 150}
+_DEFAULT_BATCH = 300
+_SQLITE_GAP = 0.1
+_HOLD = 0.5  # seconds a write transaction may last, whatever the batch size
 _IMPORT_LOCK_TIMEOUT = 3600.0
 
 
@@ -339,16 +346,22 @@ class Importer:
                 if path not in seen and (scanned_here(path, row) or not os.path.exists(path))
             }
             moved_from: set[str] = set()
-            batch: list[Adapter] = []
-            for facts in changed:
-                adapter = self._apply(session, facts, known, gone, moved_from, summary)
-                if adapter is not None:
-                    batch.append(adapter)
-                self.progress.processed(1)
-                if len(batch) >= _BATCH:
-                    self._flush(session, batch)
-                    batch = []
-            self._flush(session, batch)
+            size = _BATCH.get(session.get_bind().dialect.name, _DEFAULT_BATCH)
+            for start in range(0, len(changed), size):
+                chunk = changed[start : start + size]
+                self._prepare(chunk, known)  # files read with no transaction open
+                self._leave_the_lock_free(session)
+                began, batch = time.monotonic(), []
+                for facts in chunk:
+                    adapter = self._apply(session, facts, known, gone, moved_from, summary)
+                    if adapter is not None:
+                        batch.append(adapter)
+                    self.progress.processed(1)
+                    if time.monotonic() - began > _HOLD:  # a slow machine: commit sooner
+                        self._flush(session, batch)
+                        self._leave_the_lock_free(session)
+                        began, batch = time.monotonic(), []
+                self._flush(session, batch)  # commits: the write lock is free again
             if roots:
                 lost = {
                     path: row
@@ -369,14 +382,23 @@ class Importer:
                 session.commit()
 
     def _flush(self, session: Session, adapters: list[Adapter]) -> None:
-        if not adapters:
-            return
-        new_ids = frozenset(a.id for a in adapters if a.id in self.created)
-        for adapter in adapters:
-            repository.replace_tags(session, adapter, new=adapter.id in new_ids)
-        repository.index_search(session, adapters, new_ids=new_ids)  # text set in _apply
+        if adapters:
+            new_ids = frozenset(a.id for a in adapters if a.id in self.created)
+            for adapter in adapters:
+                repository.replace_tags(session, adapter, new=adapter.id in new_ids)
+            repository.index_search(session, adapters, new_ids=new_ids)  # text set in _apply
         if not self.dry_run:
             session.commit()
+            self._committed_at = time.monotonic()
+
+    def _leave_the_lock_free(self, session: Session) -> None:
+        """On SQLite, wait until the write lock has been free for _SQLITE_GAP since the last
+        commit (reading the files took part of it)."""
+        if self.dry_run or session.get_bind().dialect.name != "sqlite":
+            return
+        wait = getattr(self, "_committed_at", 0.0) + _SQLITE_GAP - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
 
     def _hash(self, todo: list[FileFacts], summary: ImportSummary) -> None:
         by_path = {f.scanned.path: f for f in todo}
@@ -390,6 +412,33 @@ class Importer:
             else:
                 facts.sha256 = digest
                 summary.bytes_hashed += facts.scanned.size
+
+    def _prepare(self, chunk: list[FileFacts], known: dict[str, Any]) -> None:
+        """Read the headers and sidecars of `chunk`: a file known and unchanged but for its
+        sidecars merges them with the header stored last time (even {}), unless it was broken
+        (read again, so it stays broken with its reason)."""
+        rows = {f.scanned.real_path: known.get(f.scanned.real_path) for f in chunk}
+        reuse = [
+            row.id
+            for facts in chunk
+            if (row := rows[facts.scanned.real_path]) is not None
+            and not facts.file_changed
+            and row.ingest_status != "error"
+        ]
+        headers: dict[str, Any] = {}
+        if reuse:
+            # Through the application's engine: a read that takes no write lock.
+            with self.session_factory() as reader:
+                query = select(Adapter.id, Adapter.extra).where(Adapter.id.in_(reuse))
+                headers = {
+                    id_: (extra or {}).get("safetensors") for id_, extra in reader.execute(query)
+                }
+        for facts in chunk:
+            if facts.unreadable:
+                continue
+            row = rows[facts.scanned.real_path]
+            stored = headers.get(row.id) if row is not None else None
+            self._read(facts, stored, row.sha256 if row is not None else None)
 
     def _read(
         self, facts: FileFacts, stored_header: dict[str, str] | None, known_sha256: str | None
@@ -446,13 +495,7 @@ class Importer:
         elif facts.sha256:
             adapter = self._moved_adapter(session, facts.sha256, gone, moved_from)
             kind = "moved" if adapter is not None else "new"
-        stored = None
-        if adapter is not None and not facts.file_changed and adapter.ingest_status != "error":
-            # Only sidecars changed: merge them with the header stored last time (even {});
-            # a broken file's header is read again, so it stays broken with its reason.
-            stored = (adapter.extra or {}).get("safetensors")
-        self._read(facts, stored, adapter.sha256 if adapter is not None else None)
-        assert facts.metadata is not None
+        assert facts.metadata is not None  # read by _prepare
         creating = adapter is None
         problems = [facts.header_error] if facts.header_error else []
         problems += [f"{name}: {reason}" for name, reason in sorted(facts.sidecar_errors.items())]
