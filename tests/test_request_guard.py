@@ -135,3 +135,18 @@ def test_health_and_the_openapi_document_need_no_key(server: int) -> None:
         head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         status, _ = exchange(server, head)
         assert status == 200, path
+
+
+def test_every_protected_operation_documents_401_and_413(server: int) -> None:
+    status, document = exchange(server, "GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    assert status == 200
+    operations = [
+        (path, method, operation)
+        for path, methods in document["paths"].items()
+        if path.startswith("/v1/")
+        for method, operation in methods.items()
+    ]
+    assert len(operations) > 30
+    for path, method, operation in operations:
+        assert {"401", "413"} <= set(operation["responses"]), f"{method} {path}"
+        assert operation["security"] == [{"APIKeyHeader": []}], f"{method} {path}"

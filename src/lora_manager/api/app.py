@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI
 from lora_manager.api.auth import require_api_key
 from lora_manager.api.docs import install_offline_docs
 from lora_manager.api.errors import install_error_handlers
-from lora_manager.api.guard import RequestGuard
+from lora_manager.api.guard import GUARDED, RequestGuard
 from lora_manager.api.health import router as health_router
 from lora_manager.api.schema_gate import SchemaGate
 from lora_manager.catalog.routes import router as catalog_router
@@ -109,11 +109,13 @@ def create_app(
     app.include_router(health_router)
     install_offline_docs(app)
     protected = [Depends(require_api_key)]
-    app.include_router(catalog_router, prefix="/v1", dependencies=protected)
-    app.include_router(imports_router, prefix="/v1", dependencies=protected)
-    app.include_router(compose_router, prefix="/v1", dependencies=protected)
-    app.include_router(deliveries_router, prefix="/v1", dependencies=protected)
-    app.include_router(recommendations_router, prefix="/v1", dependencies=protected)
+    app.include_router(catalog_router, prefix="/v1", dependencies=protected, responses=GUARDED)
+    app.include_router(imports_router, prefix="/v1", dependencies=protected, responses=GUARDED)
+    app.include_router(compose_router, prefix="/v1", dependencies=protected, responses=GUARDED)
+    app.include_router(deliveries_router, prefix="/v1", dependencies=protected, responses=GUARDED)
+    app.include_router(
+        recommendations_router, prefix="/v1", dependencies=protected, responses=GUARDED
+    )
     return app
 
 

@@ -19,6 +19,7 @@ OpenAPI document still describes the security scheme.
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from pydantic import SecretStr
@@ -27,6 +28,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lora_manager.api.auth import key_matches
 
 PROTECTED_PREFIX = "/v1/"
+# What the guard adds to a protected route's answers, for the OpenAPI document (its 401 and
+# 422 are the routes' own).
+GUARDED: dict[int | str, dict[str, Any]] = {
+    413: {"description": "Body larger than MAX_REQUEST_BYTES"},
+}
 
 
 class RequestGuard:
