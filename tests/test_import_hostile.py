@@ -400,8 +400,9 @@ def test_writes_during_an_api_import_never_fail(
     db_url: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     """Four writers PATCH and POST adapters on a running `lora-manager serve` while its
-    POST /v1/imports imports 1,000 files: each write waits its turn (SQLite: the busy
-    timeout, and an importer that commits often and leaves the lock free), none gets a 5xx."""
+    POST /v1/imports imports 1,000 files (a dry run, then for real): each write waits its
+    turn (SQLite: the busy timeout, and an importer that commits often and leaves the lock
+    free), none gets a 5xx."""
     root = tmp_path / "loras"
     for seed in range(8):
         write_safetensors(root / "own" / f"m{seed}.safetensors", kohya_metadata(seed=seed))
@@ -421,9 +422,11 @@ def test_writes_during_an_api_import_never_fail(
         ids = [adapter["id"] for adapter in call(base, "GET", "/v1/adapters")[1]["items"]]
         build_bulk_library(root, 1000)
         with Writers(base, ids, 4) as writers:
+            dry = finish_import(base, dry_run=True)  # undoes each batch: no lock held longer
             run = finish_import(base)
         after = call(base, "GET", f"/v1/adapters/{ids[0]}")
 
+    assert (dry["status"], dry["summary"]["new"]) == ("succeeded", 1000)
     assert run["status"] == "succeeded", run
     assert run["summary"]["new"] == 1000
     assert len(writers.samples) >= 20, f"only {len(writers.samples)} writes during the import"

@@ -72,9 +72,9 @@ class Writers:
             thread.join(180)
 
 
-def finish_import(base: str, paths: list[str] | None = None) -> dict[str, Any]:
+def finish_import(base: str, *, dry_run: bool = False) -> dict[str, Any]:
     """POST /v1/imports, then the run once it is no longer pending or running."""
-    status, run, _ = call(base, "POST", "/v1/imports", {"paths": paths or []})
+    status, run, _ = call(base, "POST", "/v1/imports", {"dry_run": dry_run})
     assert status == 202, run
     while run["status"] in ("pending", "running"):
         time.sleep(0.1)

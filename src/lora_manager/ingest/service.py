@@ -387,14 +387,18 @@ class Importer:
             for adapter in adapters:
                 repository.replace_tags(session, adapter, new=adapter.id in new_ids)
             repository.index_search(session, adapters, new_ids=new_ids)  # text set in _apply
-        if not self.dry_run:
+        # A dry run undoes each batch as it goes (later batches depend on none of its rows:
+        # the names taken and the files moved are tracked here), so it holds no lock longer.
+        if self.dry_run:
+            session.rollback()
+        else:
             session.commit()
-            self._committed_at = time.monotonic()
+        self._committed_at = time.monotonic()
 
     def _leave_the_lock_free(self, session: Session) -> None:
         """On SQLite, wait until the write lock has been free for _SQLITE_GAP since the last
         commit (reading the files took part of it)."""
-        if self.dry_run or session.get_bind().dialect.name != "sqlite":
+        if session.get_bind().dialect.name != "sqlite":
             return
         wait = getattr(self, "_committed_at", 0.0) + _SQLITE_GAP - time.monotonic()
         if wait > 0:
