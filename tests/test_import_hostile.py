@@ -242,6 +242,10 @@ def test_symlinks_out_of_the_roots_are_skipped_with_the_reason(db_url: str, tmp_
         own = catalog.adapter(model)
         assert own.sidecar_state == {}
         assert own.preview_path is None
+        # What the link out of the roots gave before is gone, not kept as "never blanked".
+        assert (own.description, own.json_file_path) == ("mine", None)
+        assert "a1111" not in (own.extra or {})
+        assert "TOP SECRET" not in repr(row_dict(own))
         # Rescans report the same, and a fresh catalog never reads what the links reach.
         again = catalog.run()
         assert again.skips == summary.skips

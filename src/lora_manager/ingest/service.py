@@ -158,6 +158,9 @@ class FileFacts:
     sidecar_errors: dict[str, str] = field(default_factory=dict)
     file_changed: bool = True
     unreadable: str | None = None
+    # A sidecar it was read with before is now a link out of the roots, not followed: what
+    # the files give replaces the stored metadata instead of merging with it.
+    purge: bool = False
 
 
 def _empty(value: Any) -> bool:
@@ -191,6 +194,7 @@ class Importer:
         self.progress = progress or NoProgress()
         self.echo = echo or log.info
         self.dry_run = dry_run
+        self.skipped: set[str] = set()  # paths the walk did not follow (links out of the roots)
 
     # -- entry points ------------------------------------------------------------------
 
@@ -219,6 +223,7 @@ class Importer:
                 summary.record("failed", problem.path, problem.reason)
             for skipped in result.skipped:
                 summary.record("skipped", skipped.path, skipped.reason)
+            self.skipped = {skipped.path for skipped in result.skipped}
             self._sync(factory, result.files, [str(f) for f in folders], summary, allowed)
         summary.seconds = round(time.monotonic() - started, 3)
         return summary
@@ -321,6 +326,10 @@ class Importer:
                     unchanged.append(facts)
                     continue
                 facts.file_changed = not same_file
+                facts.purge = any(
+                    str(scanned.path.parent / name) in self.skipped
+                    for name in recorded or {}
+                )
                 changed.append(facts)
             to_hash = [f for f in changed if f.file_changed and f.scanned.hashed]
             self.progress.scanned(
@@ -515,7 +524,7 @@ class Importer:
                 previous_path = adapter.real_path
                 previous_key = (adapter.name, adapter.version)
                 self._apply_file(adapter, facts)
-                self._apply_metadata(adapter, facts.metadata, creating=creating)
+                self._apply_metadata(adapter, facts.metadata, creating=creating, purge=facts.purge)
                 self._make_unique(adapter, facts, previous_key)
                 adapter.ingest_status = "error" if facts.header_error else "ok"
                 adapter.ingest_error = "; ".join(problems) or None
@@ -575,6 +584,8 @@ class Importer:
         assert facts.sidecars is not None
         adapter.sidecar_state = sidecar_state(facts.sidecars, scanned)
         main_json = facts.sidecars.civitai_info or facts.sidecars.json
+        if main_json is None and facts.purge:
+            adapter.json_file_path = adapter.json_file_size = adapter.json_file_mtime = None
         if main_json is not None:
             known = scanned.neighbours.get(main_json.name)
             adapter.json_file_path = str(main_json)
@@ -598,8 +609,11 @@ class Importer:
         return os.path.exists(path) and (not roots or under(os.path.realpath(path), roots))
 
     @staticmethod
-    def _apply_metadata(adapter: Adapter, meta: AdapterMetadata, *, creating: bool) -> None:
-        """Copy merged metadata; empty values never replace what is there."""
+    def _apply_metadata(
+        adapter: Adapter, meta: AdapterMetadata, *, creating: bool, purge: bool = False
+    ) -> None:
+        """Copy merged metadata; empty values never replace what is there, unless `purge`
+        (a sidecar read before is a link out of the roots now: none of it may stay)."""
         fields: dict[str, Any] = {
             "name": meta.name,
             "version": meta.version_name,
@@ -623,14 +637,20 @@ class Importer:
             "tensor_sha256": meta.tensor_sha256,
             "supports_generation": meta.supports_generation,
         }
+        cleared = {"name": Path(adapter.file_path).stem, "nsfw_level": 0}
+        cleared["supports_generation"] = False
         for name, value in fields.items():
             if not _empty(value):
                 setattr(adapter, name, value)
+            elif purge:
+                setattr(adapter, name, cleared.get(name))
         declared = normalise_hash(meta.declared_sha256) if meta.declared_sha256 else None
         if declared and adapter.sha256:
             adapter.declared_sha256 = declared if declared != adapter.sha256 else None
-        if meta.extra:
-            adapter.extra = {**(adapter.extra or {}), **meta.extra}
+        elif purge:
+            adapter.declared_sha256 = None
+        if meta.extra or purge:
+            adapter.extra = {**({} if purge else adapter.extra or {}), **meta.extra}
         if creating:
             adapter.weight = meta.preferred_weight if meta.preferred_weight else 1.0
             adapter.active = False
