@@ -65,9 +65,9 @@ log = logging.getLogger(__name__)
 
 IMPORT_LOCK_KEY = 0x4C4F5242  # next to the migration lock's "LORA"
 # Files per write transaction. On SQLite a transaction holds the database's one write lock:
-# it stays short (150 files, at most _HOLD), the next files are read between transactions, and the
-# lock is left free for at least _SQLITE_GAP after each commit, longer than SQLite's busy
-# handler sleeps between tries (100 ms at most), so API writers waiting on it get in.
+# it stays short (150 files, at most _HOLD), the next files are read between transactions,
+# and the lock is left free for at least _SQLITE_GAP after each commit, longer than SQLite's
+# busy handler sleeps between tries (100 ms at most), so API writers waiting on it get in.
 _BATCH = {"sqlite": 150}
 _DEFAULT_BATCH = 300
 _SQLITE_GAP = 0.1
@@ -195,6 +195,7 @@ class Importer:
         self.echo = echo or log.info
         self.dry_run = dry_run
         self.skipped: set[str] = set()  # paths the walk did not follow (links out of the roots)
+        self._committed_at = 0.0  # monotonic time of the last write transaction's end
 
     # -- entry points ------------------------------------------------------------------
 
@@ -327,8 +328,7 @@ class Importer:
                     continue
                 facts.file_changed = not same_file
                 facts.purge = any(
-                    str(scanned.path.parent / name) in self.skipped
-                    for name in recorded or {}
+                    str(scanned.path.parent / name) in self.skipped for name in recorded or {}
                 )
                 changed.append(facts)
             to_hash = [f for f in changed if f.file_changed and f.scanned.hashed]
@@ -409,7 +409,7 @@ class Importer:
         commit (reading the files took part of it)."""
         if session.get_bind().dialect.name != "sqlite":
             return
-        wait = getattr(self, "_committed_at", 0.0) + _SQLITE_GAP - time.monotonic()
+        wait = self._committed_at + _SQLITE_GAP - time.monotonic()
         if wait > 0:
             time.sleep(wait)
 
