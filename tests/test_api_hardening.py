@@ -429,6 +429,51 @@ def test_writes_refused_by_the_database_answer_503_with_the_reason(
         assert api.call("GET", f"/v1/adapters/{adapter_id}", 200)["notes"] is None
 
 
+def _pg_lock_timeout(engine: Any) -> None:
+    # The app sets no lock_timeout of its own; a short one makes the held lock fail fast here.
+    @event.listens_for(engine, "connect")
+    def _short_lock_wait(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.execute("SET lock_timeout = '300ms'")
+        dbapi_connection.commit()
+
+
+@contextmanager
+def _held_write_lock(settings: Settings) -> Iterator[None]:
+    """Another client holds the database's (SQLite) or the adapter table's (PostgreSQL)
+    write lock."""
+    target = make_url(settings.database_url)
+    if target.get_backend_name() == "sqlite":
+        import sqlite3
+
+        holder = sqlite3.connect(str(target.database), isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+    else:
+        pg = psycopg.connect(
+            f"host={target.host} port={target.port} user={target.username} dbname={target.database}"
+        )
+        pg.execute("LOCK TABLE adapter IN ACCESS EXCLUSIVE MODE")
+        holder = pg  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def test_a_database_too_busy_to_write_answers_503_with_retry_after(library: Settings) -> None:
+    postgres = not library.is_sqlite
+    with open_api(library, _pg_lock_timeout if postgres else None) as api:
+        adapter_id = api.ids["ink-wash"]
+        with _held_write_lock(library):
+            # SQLite waits its busy timeout (5 s), PostgreSQL its lock_timeout, then gives up.
+            response = api.client.patch(f"/v1/adapters/{adapter_id}", json={"notes": "later"})
+        assert response.status_code == 503, response.text
+        assert response.json()["reason"] == "database busy"
+        assert response.headers["retry-after"] == "1"
+        # Once the lock is gone the same write goes through.
+        assert api.call("PATCH", f"/v1/adapters/{adapter_id}", 200, json={"notes": "later"})
+
+
 # --- timestamps carry their offset -----------------------------------------------------------
 
 

@@ -90,25 +90,39 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 # SQLite's result codes (primary, low byte) and PostgreSQL's SQLSTATEs (or classes) that mean
-# the database cannot take writes now: the request was fine, the server is not.
-_SQLITE_REFUSED_WRITES = {8: "database read-only", 10: "disk I/O error", 13: "disk full"}
-_PG_REFUSED_WRITES = {
+# the database cannot do this now: the request was fine, the server is not.
+DATABASE_BUSY = "database busy"
+_SQLITE_REFUSED = {
+    5: DATABASE_BUSY,
+    6: DATABASE_BUSY,
+    8: "database read-only",
+    10: "disk I/O error",
+    13: "disk full",
+}
+_PG_REFUSED = {
     "25006": "database read-only",
+    "40001": DATABASE_BUSY,
+    "40P01": DATABASE_BUSY,
+    "55P03": DATABASE_BUSY,
+    "57014": DATABASE_BUSY,
     "53100": "disk full",
     "53": "out of resources",
     "58030": "disk I/O error",
 }
+# Seconds a client is asked to wait before retrying a request the database was too busy for.
+BUSY_RETRY_AFTER = 1
 
 
-def refused_write(exc: SQLAlchemyError) -> str | None:
-    """Why the database refused a write (read-only, disk full, …), or None for other errors."""
+def database_refused(exc: SQLAlchemyError) -> str | None:
+    """Why the database refused (busy or locked, read-only, disk full, …), or None for other
+    errors."""
     orig = getattr(exc, "orig", None)
     code = getattr(orig, "sqlite_errorcode", None)
     if isinstance(code, int):
-        return _SQLITE_REFUSED_WRITES.get(code & 0xFF)
+        return _SQLITE_REFUSED.get(code & 0xFF)
     state = getattr(orig, "sqlstate", None)
     if isinstance(state, str):
-        return _PG_REFUSED_WRITES.get(state) or _PG_REFUSED_WRITES.get(state[:2])
+        return _PG_REFUSED.get(state) or _PG_REFUSED.get(state[:2])
     return None
 
 
@@ -189,9 +203,12 @@ def install_error_handlers(app: FastAPI) -> None:
                 return _json(503, "database unreachable", reason="database unreachable")
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return _json(503, "database unreachable", reason="database unreachable")
-        refused = refused_write(exc)
+        refused = database_refused(exc)
         if refused is not None:
-            log.error("database refused a write on %s: %s", request.url.path, short_error(exc))
-            return _json(503, f"{refused}: {_text(short_error(exc))}", reason=refused)
+            log.error("database refused on %s: %s", request.url.path, short_error(exc))
+            response = _json(503, f"{refused}: {_text(short_error(exc))}", reason=refused)
+            if refused == DATABASE_BUSY:
+                response.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
+            return response
         log.error("database error on %s %s: %s", request.method, request.url.path, exc)
         return _json(500, "internal database error")

@@ -35,7 +35,7 @@ Db = Annotated[Session, Depends(db_session)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong X-API-Key"},
     422: {"description": "Unknown adapter ids or invalid parameters"},
-    503: {"description": "Database unreachable or schema not at head"},
+    503: {"description": "Database unreachable, busy or refusing writes, or schema not at head"},
 }
 JOB_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/imports", tags=["imports"])
 Db = Annotated[Session, Depends(db_session)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong X-API-Key"},
-    503: {"description": "Database unreachable or schema not at head"},
+    503: {"description": "Database unreachable, busy or refusing writes, or schema not at head"},
 }
 
 
