@@ -474,6 +474,22 @@ def test_a_database_too_busy_to_write_answers_503_with_retry_after(library: Sett
         assert api.call("PATCH", f"/v1/adapters/{adapter_id}", 200, json={"notes": "later"})
 
 
+def test_registering_a_file_while_an_import_runs_is_409_not_a_hung_request(api: Api) -> None:
+    newcomer = Path(api.settings.lora_roots[0]) / "late.safetensors"
+    write_safetensors(newcomer, kohya_metadata(seed=9), seed=9)
+    engine = make_engine(api.settings)
+    try:
+        # The lock a running import holds (a file lock on SQLite, an advisory lock on PostgreSQL).
+        with Importer(api.settings, make_session_factory(engine)).lock():
+            busy = api.client.post("/v1/adapters", json={"path": str(newcomer)})
+        assert busy.status_code == 409, busy.text
+        assert "import is under way" in busy.json()["detail"]
+        registered = api.call("POST", "/v1/adapters", 201, json={"path": str(newcomer)})
+        assert Path(registered["file_path"]).name == "late.safetensors"
+    finally:
+        engine.dispose()
+
+
 # --- timestamps carry their offset -----------------------------------------------------------
 
 

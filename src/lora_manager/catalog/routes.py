@@ -141,6 +141,7 @@ def duplicates(session: Db) -> list[DuplicateGroup]:
         **ERRORS,
         403: {"description": "Path outside the library roots"},
         404: {"description": "No such file"},
+        409: {"description": "No library roots configured, or an import is under way"},
     },
     summary="Register one model file from inside a library root",
 )

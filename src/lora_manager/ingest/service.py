@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from lora_manager.catalog import repository
 from lora_manager.config import Settings
 from lora_manager.db import make_engine
-from lora_manager.errors import LoraManagerError
+from lora_manager.errors import LockTimeoutError, LoraManagerError
 from lora_manager.ingest.hashing import autov2, hash_files, normalise_hash
 from lora_manager.ingest.safetensors import (
     HeaderInfo,
@@ -73,6 +73,9 @@ _DEFAULT_BATCH = 300
 _SQLITE_GAP = 0.1
 _HOLD = 0.5  # seconds a write transaction may last, whatever the batch size
 _IMPORT_LOCK_TIMEOUT = 3600.0
+# How long POST /adapters waits for a running import before answering 409 (a request must
+# not hang for the length of an import).
+REGISTER_LOCK_WAIT = 5.0
 
 
 class ImportError_(LoraManagerError):
@@ -229,15 +232,16 @@ class Importer:
         summary.seconds = round(time.monotonic() - started, 3)
         return summary
 
-    def register(self, path: Path) -> Adapter:
-        """Import one file under a library root; returns its adapter."""
+    def register(self, path: Path, lock_timeout: float = _IMPORT_LOCK_TIMEOUT) -> Adapter:
+        """Import one file under a library root; returns its adapter. LockTimeoutError when
+        another import holds the lock past `lock_timeout` seconds."""
         roots = self.settings.resolved_roots
         root = root_of(path, roots)
         if root is None:
             raise PathOutsideRootsError(f"{path} is outside the library roots (LORA_ROOTS)")
         scanned = scan_file(path, str(root), ignore=self.settings.import_ignore, allowed=roots)
         summary = ImportSummary()
-        with self.lock(), self._writer() as factory:
+        with self.lock(lock_timeout), self._writer() as factory:
             self._sync(factory, [scanned], [], summary)
         if summary.failed and not summary.new + summary.updated + summary.moved:
             raise ImportError_(f"{path}: {summary.failures[0]['reason']}")
@@ -708,9 +712,13 @@ def register_file(session: Session, settings: Settings, path: str) -> Adapter:
         raise ApiError(f"{path} is outside the library roots", 403)
     factory = sessionmaker(bind=session.get_bind(), expire_on_commit=False)
     try:
-        adapter = Importer(settings, factory).register(Path(path))
+        adapter = Importer(settings, factory).register(Path(path), REGISTER_LOCK_WAIT)
     except FileNotFoundError as exc:
         raise NotFoundError(str(exc)) from None
+    except LockTimeoutError:
+        message = "an import is under way; register the file once it has finished"
+        raise ApiError(message, 409) from None
+
     except ImportError_ as exc:
         raise ApiError(str(exc), 422) from None
     return session.merge(adapter)
