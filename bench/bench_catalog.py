@@ -116,7 +116,7 @@ class Resources(Cleanup):
         self.engines: list[Engine] = []
 
     def engine(self, settings: Any) -> Engine:
-        from lora_manager.db import make_engine
+        from lora_manager.core.db import make_engine
 
         engine = make_engine(settings)
         self.engines.append(engine)
@@ -171,7 +171,7 @@ def verdict(ok: bool | None) -> str:
 
 def scrub_environment(root: Path) -> None:
     """No LoRA Manager setting from the caller's environment or a .env file reaches us."""
-    from lora_manager.config import ENV_FILE_VARIABLE, Settings
+    from lora_manager.core.config import ENV_FILE_VARIABLE, Settings
 
     names = {name.upper() for name in Settings.model_fields}
     for key in list(os.environ):
@@ -181,7 +181,7 @@ def scrub_environment(root: Path) -> None:
 
 
 def make_settings(database_url: str, **overrides: Any) -> Any:
-    from lora_manager.config import Settings
+    from lora_manager.core.config import Settings
 
     values: dict[str, Any] = {
         "database_url": database_url,
@@ -211,7 +211,7 @@ class Databases:
         else:
             assert self.server is not None
             url = self.server.create_database(f"bench_{label.replace('-', '_')}")
-        from lora_manager.migrations import MigrationRunner
+        from lora_manager.core.migrations import MigrationRunner
 
         with time_limit(f"migrating a fresh {backend} database", 120):
             MigrationRunner(make_settings(url)).upgrade("head")
@@ -434,7 +434,7 @@ def build_library(root: Path, count: int, seed: int) -> LibraryFacts:
 def run_import(url: str, library: Path, resources: Resources, timeout: float, what: str) -> Any:
     """One `Importer.run` on a new engine; its summary gets `seconds_measured`, the exact wall
     time of the call (the summary's own `seconds` is rounded)."""
-    from lora_manager.db import make_session_factory
+    from lora_manager.core.db import make_session_factory
     from lora_manager.ingest.service import Importer
 
     settings = make_settings(url, lora_roots=[library])
@@ -704,7 +704,7 @@ def bulk_load(engine: Engine, count: int, timeout: float) -> LoadFacts:
     """Insert `count` adapters, their adaptertag rows, search_text and (SQLite) adapter_fts
     rows as the importer would leave them, with Core executemany in one transaction."""
     from lora_manager.catalog.repository import build_search_text, wanted_tags
-    from lora_manager.models import Adapter, AdapterTag
+    from lora_manager.core.models import Adapter, AdapterTag
 
     sqlite = engine.dialect.name == "sqlite"
     adapter_table = Adapter.__table__

@@ -170,7 +170,7 @@ class Resources(Cleanup):
         return receiver
 
     def engine(self, settings: Any) -> Any:
-        from lora_manager.db import make_engine
+        from lora_manager.core.db import make_engine
 
         engine = make_engine(settings)
         self.engines.append(engine)
@@ -338,7 +338,7 @@ class Setup:
         self.result = Throughput(config, WORKERS[config], args.threads or self._threads())
 
     def _threads(self) -> int:
-        from lora_manager.config import Settings
+        from lora_manager.core.config import Settings
 
         return int(Settings.model_fields["worker_threads"].default)
 
@@ -414,7 +414,7 @@ class Setup:
         """`count` pending http jobs, bulk-inserted in one transaction (not timed)."""
         from sqlalchemy import insert
 
-        from lora_manager.models import DeliveryJob, new_id, utcnow
+        from lora_manager.core.models import DeliveryJob, new_id, utcnow
 
         params = json.dumps({"url": self.receiver.hook, "data": {"steps": 20, "seed": 1}})
         now = utcnow()
@@ -469,8 +469,8 @@ class Setup:
         return snap
 
     def run_batch(self, count: int, tag: str, record: bool) -> Batch:
-        from lora_manager.deliveries.queue import DeliveryQueue
-        from lora_manager.models import utcnow
+        from lora_manager.core.models import utcnow
+        from lora_manager.core.queue import DeliveryQueue
 
         self.check_alive()
         ids = self.insert_jobs(count, tag)

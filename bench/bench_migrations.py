@@ -219,7 +219,7 @@ def ratio(a: Stats | None, b: Stats | None) -> str:
 
 def base_env(root: Path) -> dict[str, str]:
     """The caller's environment without any LoRA Manager setting, no .env, our venv first."""
-    from lora_manager.config import Settings
+    from lora_manager.core.config import Settings
 
     settings = {name.upper() for name in Settings.model_fields}
     env = {k: v for k, v in os.environ.items() if k.upper() not in settings}

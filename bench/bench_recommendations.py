@@ -168,7 +168,7 @@ def bulk_embed(engine: Engine, rows: Sequence[dict[str, Any]], embedder: Any) ->
     """Write the `loraembedding` rows `embed_adapters` would write for these adapters (same
     text, source hash, vectors, trigger columns), encoding in batches and inserting with Core
     executemany in one transaction. Seconds taken."""
-    from lora_manager.models import LoraEmbedding, utcnow
+    from lora_manager.core.models import LoraEmbedding, utcnow
     from lora_manager.recommendations.embedders import vector_to_bytes
     from lora_manager.recommendations.text import (
         adapter_text,
@@ -226,8 +226,8 @@ def bulk_embed(engine: Engine, rows: Sequence[dict[str, Any]], embedder: Any) ->
 def verify_bulk(engine: Engine, embedder: Any, ids: Sequence[str]) -> None:
     """The bulk-written rows must be what `embed_adapters` writes: it finds a sample of them
     up to date, and recomputing a few (force) leaves every stored column as it was."""
-    from lora_manager.db import make_session_factory
-    from lora_manager.models import LoraEmbedding
+    from lora_manager.core.db import make_session_factory
+    from lora_manager.core.models import LoraEmbedding
     from lora_manager.recommendations.embedding import embed_adapters
 
     sessions = make_session_factory(engine)
@@ -403,8 +403,8 @@ def status():
                 found[key] = int(value.split()[0]) * 1024
     return found
 
-from lora_manager.config import Settings
-from lora_manager.db import make_engine
+from lora_manager.core.config import Settings
+from lora_manager.core.db import make_engine
 from lora_manager.recommendations.embedders import HashedNgramEmbedder
 from lora_manager.recommendations.index import VectorIndex
 
@@ -538,7 +538,7 @@ def clear_feature_caches() -> bool:
 def bench_embed(
     args: argparse.Namespace, resources: Resources, databases: Databases
 ) -> tuple[EmbedResult, Library]:
-    from lora_manager.db import make_session_factory
+    from lora_manager.core.db import make_session_factory
     from lora_manager.recommendations.embedders import HashedNgramEmbedder
     from lora_manager.recommendations.embedding import embed_adapters
     from lora_manager.recommendations.text import adapter_text
@@ -1059,7 +1059,7 @@ def bench_api(args: argparse.Namespace, resources: Resources, library: Library) 
 
 
 def first_embedded(engine: Engine) -> str:
-    from lora_manager.models import LoraEmbedding
+    from lora_manager.core.models import LoraEmbedding
 
     with engine.connect() as conn:
         first = conn.execute(

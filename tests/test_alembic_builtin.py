@@ -27,10 +27,10 @@ from pytest_alembic.tests import (
 )
 from sqlalchemy import Connection, Engine, create_engine, inspect, pool
 
-from lora_manager.config import load_settings
-from lora_manager.migrations import alembic_config as make_alembic_config
-from lora_manager.migrations import head_revisions
-from lora_manager.models import Base
+from lora_manager.core.config import load_settings
+from lora_manager.core.migrations import alembic_config as make_alembic_config
+from lora_manager.core.migrations import head_revisions
+from lora_manager.core.models import Base
 
 # Collected by pytest from this module's namespace.
 __all__ = [

@@ -6,8 +6,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from lora_manager.api import create_app
-from lora_manager.config import load_settings
-from lora_manager.migrations import MigrationRunner, head_revisions
+from lora_manager.core.config import load_settings
+from lora_manager.core.migrations import MigrationRunner, head_revisions
 from tests.support.postgres import free_port
 
 HEAD = head_revisions()[0]

@@ -22,10 +22,10 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
 
 from lora_manager.api import create_app
-from lora_manager.config import Settings, load_settings
-from lora_manager.db import make_engine, make_session_factory
+from lora_manager.core.config import Settings, load_settings
+from lora_manager.core.db import make_engine, make_session_factory
+from lora_manager.core.models import Adapter, EmbeddingRun, LoraEmbedding
 from lora_manager.ingest.service import Importer
-from lora_manager.models import Adapter, EmbeddingRun, LoraEmbedding
 from lora_manager.recommendations.embedders import make_embedder
 from lora_manager.recommendations.embedding import embed_adapters, run_embedding
 from lora_manager.recommendations.service import start_run

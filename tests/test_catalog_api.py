@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from lora_manager.api import create_app
-from lora_manager.config import load_settings
-from lora_manager.db import make_engine, make_session_factory
+from lora_manager.core.config import load_settings
+from lora_manager.core.db import make_engine, make_session_factory
+from lora_manager.core.migrations import MigrationRunner
 from lora_manager.ingest.service import Importer
-from lora_manager.migrations import MigrationRunner
 from tests.support.library import write_safetensors
 
 PNG = bytes.fromhex(

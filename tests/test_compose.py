@@ -9,11 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lora_manager.api import create_app
-from lora_manager.config import load_settings
-from lora_manager.db import make_engine, make_session_factory
+from lora_manager.core.config import load_settings
+from lora_manager.core.db import make_engine, make_session_factory
+from lora_manager.core.migrations import MigrationRunner
+from lora_manager.core.models import Adapter
 from lora_manager.deliveries.compose import compose, format_weight, token_name
-from lora_manager.migrations import MigrationRunner
-from lora_manager.models import Adapter
 
 
 def adapter(name: str, stem: str, **fields: Any) -> Adapter:

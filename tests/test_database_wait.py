@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lora_manager.config import load_settings
-from lora_manager.errors import DatabaseUnreachableError, ExitCode
-from lora_manager.migrations import MigrationRunner
+from lora_manager.core.config import load_settings
+from lora_manager.core.errors import DatabaseUnreachableError, ExitCode
+from lora_manager.core.migrations import MigrationRunner
 from tests.support.postgres import PostgresServer, free_port
 
 

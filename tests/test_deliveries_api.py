@@ -23,11 +23,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from lora_manager.api import create_app
-from lora_manager.config import Settings, load_settings
-from lora_manager.db import make_engine, make_session_factory
-from lora_manager.deliveries.queue import DeliveryQueue
+from lora_manager.core.config import Settings, load_settings
+from lora_manager.core.db import make_engine, make_session_factory
+from lora_manager.core.models import DeliveryJob, utcnow
+from lora_manager.core.queue import DeliveryQueue
 from lora_manager.deliveries.runner import JobRunner
-from lora_manager.models import DeliveryJob, utcnow
 from tests.support.fake_servers import WebhookServer, running_webhook, tiny_png
 from tests.support.orm import edit_row
 from tests.support.postgres import PostgresServer, free_port

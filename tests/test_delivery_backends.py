@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lora_manager.config import Settings, load_settings
+from lora_manager.core.config import Settings, load_settings
 from lora_manager.deliveries.backends import (
     DeliveryError,
     DeliveryRequest,

@@ -18,14 +18,14 @@ from huey.registry import Message
 from sqlalchemy import update
 
 from lora_manager.api import create_app
-from lora_manager.config import Settings, load_settings
-from lora_manager.db import make_engine
+from lora_manager.core.config import Settings, load_settings
+from lora_manager.core.db import make_engine
+from lora_manager.core.migrations import MigrationRunner
+from lora_manager.core.models import DeliveryJob, utcnow
+from lora_manager.core.queue import DeliveryQueue, JsonSerializer, QueueError, describe
 from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries.consumer import QueueConsumer
-from lora_manager.deliveries.queue import DeliveryQueue, JsonSerializer, QueueError, describe
 from lora_manager.deliveries.runner import retry_delay
-from lora_manager.migrations import MigrationRunner
-from lora_manager.models import DeliveryJob, utcnow
 from tests.support.fake_servers import running_webhook
 from tests.support.postgres import free_port
 from tests.support.processes import background, wait_for_status
@@ -87,7 +87,7 @@ def row(settings: Settings, job_id: str) -> DeliveryJob:
 def test_messages_are_json_and_round_trip() -> None:
     serializer = JsonSerializer()
     eta = utcnow() + timedelta(seconds=5)
-    message = Message("t1", "lora_manager.deliveries.queue.deliver", eta, 0, 0, None, ("j",), {})
+    message = Message("t1", "lora_manager.core.queue.deliver", eta, 0, 0, None, ("j",), {})
     data = serializer.serialize(message)
     assert json.loads(data)["args"] == ["j"]
     back = serializer.deserialize(data)

@@ -26,14 +26,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from lora_manager.api import create_app
-from lora_manager.config import Settings
-from lora_manager.db import make_engine, make_session_factory
+from lora_manager.core.config import Settings
+from lora_manager.core.db import make_engine, make_session_factory
+from lora_manager.core.migrations import MigrationRunner
+from lora_manager.core.models import DeliveryJob, utcnow
+from lora_manager.core.queue import DeliveryQueue
 from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries import service
-from lora_manager.deliveries.queue import DeliveryQueue
 from lora_manager.deliveries.schemas import DeliverySpec, Mode
-from lora_manager.migrations import MigrationRunner
-from lora_manager.models import DeliveryJob, utcnow
 from tests.support.fake_servers import SDNextServer, running_sdnext, tiny_png
 from tests.support.processes import REPO_ROOT
 from tests.support.webhooks import ScriptedWebhook, running_scripted_webhook

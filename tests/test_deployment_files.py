@@ -361,7 +361,7 @@ def test_backend_env_points_at_the_compose_services() -> None:
 
 
 def test_backend_env_is_accepted_by_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lora_manager.config import Settings
+    from lora_manager.core.config import Settings
 
     for key in parse_env_file(BACKEND_ENV):
         monkeypatch.delenv(key, raising=False)

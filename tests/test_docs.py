@@ -116,7 +116,7 @@ def test_doc_env_file_line_matches_backend_env() -> None:
 
 
 def test_doc_exit_codes_match_the_code() -> None:
-    from lora_manager.errors import ExitCode
+    from lora_manager.core.errors import ExitCode
 
     text = DOC.read_text()
     for code, words in [

@@ -17,10 +17,10 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.orm import Session
 
 from lora_manager.catalog.repository import AdapterFilters, build_search_text, count_adapters
-from lora_manager.config import load_settings
-from lora_manager.db import make_engine
-from lora_manager.migrations import MigrationRunner
-from lora_manager.models import Adapter
+from lora_manager.core.config import load_settings
+from lora_manager.core.db import make_engine
+from lora_manager.core.migrations import MigrationRunner
+from lora_manager.core.models import Adapter
 from tests.support.families import (
     _ID_NAMESPACE,
     BASE_MODELS,

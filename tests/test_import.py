@@ -29,11 +29,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from lora_manager.catalog import service as catalog_service
 from lora_manager.catalog.schemas import ActivateIn
-from lora_manager.config import Settings, load_settings
-from lora_manager.db import make_engine, make_session_factory
+from lora_manager.core.config import Settings, load_settings
+from lora_manager.core.db import make_engine, make_session_factory
+from lora_manager.core.migrations import MigrationRunner
+from lora_manager.core.models import Adapter, AdapterTag
 from lora_manager.ingest.service import Importer, ImportSummary
-from lora_manager.migrations import MigrationRunner
-from lora_manager.models import Adapter, AdapterTag
 from tests.support.library import (
     ExpectedModel,
     FixtureLibrary,

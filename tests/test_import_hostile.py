@@ -17,10 +17,10 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from lora_manager.api import create_app
-from lora_manager.config import load_settings
+from lora_manager.core.config import load_settings
+from lora_manager.core.models import ImportRun
 from lora_manager.ingest import runs
 from lora_manager.ingest.service import Importer
-from lora_manager.models import ImportRun
 from tests.support.library import (
     a1111_metadata,
     build_bulk_library,
@@ -306,8 +306,8 @@ def write_outside(path: Path) -> Path:
 
 START_AN_IMPORT = """
 import time
-from lora_manager.config import load_settings
-from lora_manager.db import make_engine, make_session_factory
+from lora_manager.core.config import load_settings
+from lora_manager.core.db import make_engine, make_session_factory
 from lora_manager.ingest import runs
 
 settings = load_settings()

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from lora_manager.config import load_settings
-from lora_manager.migrations import MigrationRunner, head_revisions, script_directory
-from lora_manager.models import Base
+from lora_manager.core.config import load_settings
+from lora_manager.core.migrations import MigrationRunner, head_revisions, script_directory
+from lora_manager.core.models import Base
 from tests.support.rows import assert_rows_kept, fill_every_table
 
 SEED_CHAIN = [

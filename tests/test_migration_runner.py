@@ -12,10 +12,14 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 
-from lora_manager.config import load_settings
-from lora_manager.errors import DatabaseUnreachableError, MigrationError, MigrationLockTimeoutError
-from lora_manager.locks import ADVISORY_LOCK_KEY
-from lora_manager.migrations import (
+from lora_manager.core.config import load_settings
+from lora_manager.core.errors import (
+    DatabaseUnreachableError,
+    LockTimeoutError,
+    MigrationError,
+)
+from lora_manager.core.locks import ADVISORY_LOCK_KEY
+from lora_manager.core.migrations import (
     MigrationRunner,
     alembic_config,
     script_directory,
@@ -58,7 +62,7 @@ def test_lock_timeout_names_the_holder(pg_url: str) -> None:
         holder.execute("SET application_name = 'someone-else-migrating'")
         holder.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
         messages: list[str] = []
-        with pytest.raises(MigrationLockTimeoutError) as caught:
+        with pytest.raises(LockTimeoutError) as caught:
             runner_for(pg_url, messages, migration_lock_timeout=1).upgrade()
     assert "someone-else-migrating" in str(caught.value)
     assert "backend pid" in str(caught.value)
@@ -94,7 +98,7 @@ def test_sqlite_file_lock_serialises_migrators(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'lora.db'}"
     with (
         FileLock(str(tmp_path / "lora.db.migrate.lock")),
-        pytest.raises(MigrationLockTimeoutError, match=r"migrate\.lock"),
+        pytest.raises(LockTimeoutError, match=r"migrate\.lock"),
     ):
         runner_for(url, migration_lock_timeout=0.5).upgrade()
 

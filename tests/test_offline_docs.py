@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lora_manager.api import create_app
-from lora_manager.config import load_settings
+from lora_manager.core.config import load_settings
 
 API_KEY = "docs-test-key"
 ASSET_TYPES = {

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from lora_manager.config import load_settings
-from lora_manager.migrations import MigrationRunner, head_revisions
-from lora_manager.models import Base
+from lora_manager.core.config import load_settings
+from lora_manager.core.migrations import MigrationRunner, head_revisions
+from lora_manager.core.models import Base
 from tests.support.original_schema import SEED_REVISIONS, build_original_database
 from tests.support.rows import normalise
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lora_manager.config import QUEUE_FILE_NAME, load_settings
+from lora_manager.core.config import QUEUE_FILE_NAME, load_settings
 from tests.support.postgres import free_port
 from tests.support.processes import background
 from tests.support.workers import WorkerProcess, worker_env
@@ -18,8 +18,8 @@ from tests.support.workers import WorkerProcess, worker_env
 # Queue a job id (when given one), then print the queue file and its backlog.
 QUEUE_SCRIPT = """\
 import sys
-from lora_manager.config import load_settings
-from lora_manager.deliveries.queue import DeliveryQueue
+from lora_manager.core.config import load_settings
+from lora_manager.core.queue import DeliveryQueue
 queue = DeliveryQueue(load_settings())
 if len(sys.argv) > 1:
     queue.enqueue(sys.argv[1])

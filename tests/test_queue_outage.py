@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from lora_manager.config import Settings
-from lora_manager.db import make_engine, make_session_factory
+from lora_manager.core.config import Settings
+from lora_manager.core.db import make_engine, make_session_factory
+from lora_manager.core.migrations import MigrationRunner
+from lora_manager.core.queue import DeliveryQueue
 from lora_manager.deliveries import service
 from lora_manager.deliveries.consumer import FIRST_QUEUE_RETRY, MAX_QUEUE_RETRY, QueueWatch
-from lora_manager.deliveries.queue import DeliveryQueue
 from lora_manager.deliveries.schemas import DeliverySpec, Mode
-from lora_manager.migrations import MigrationRunner
 from tests.support.redis import running_redis
 from tests.support.workers import describe_jobs, job, running_worker, wait_until, worker_env
 

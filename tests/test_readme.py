@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from lora_manager.api import create_app
-from lora_manager.config import Settings, load_settings
+from lora_manager.core.config import Settings, load_settings
 from tests.support.processes import DOCKER_DIR, REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text()

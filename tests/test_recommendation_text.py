@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lora_manager.errors import LoraManagerError
-from lora_manager.models import Adapter
+from lora_manager.core.errors import LoraManagerError
+from lora_manager.core.models import Adapter
 from lora_manager.recommendations.embedders import (
     Embedder,
     EmbedderUnavailable,

@@ -30,16 +30,16 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from lora_manager.api import create_app
-from lora_manager.config import Settings, load_settings
-from lora_manager.db import make_engine, make_session_factory
-from lora_manager.ingest.service import Importer
-from lora_manager.models import (
+from lora_manager.core.config import Settings, load_settings
+from lora_manager.core.db import make_engine, make_session_factory
+from lora_manager.core.models import (
     Adapter,
     EmbeddingRun,
     LoraEmbedding,
     RecommendationFeedback,
     RecommendationSession,
 )
+from lora_manager.ingest.service import Importer
 from lora_manager.recommendations import ranking
 from lora_manager.recommendations.embedders import HashedNgramEmbedder, make_embedder
 from lora_manager.recommendations.embedding import EmbedCount, embed_adapters

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from lora_manager.errors import ExitCode
-from lora_manager.migrations import head_revisions, script_directory
+from lora_manager.core.errors import ExitCode
+from lora_manager.core.migrations import head_revisions, script_directory
 from tests.support.postgres import PostgresServer, free_port, start_postgres
 from tests.support.processes import DOCKER_DIR, REPO_ROOT, background, wait_for_status
 
@@ -304,7 +304,7 @@ def test_installed_package_migrates_from_another_directory(
     database = tmp_path / "installed.db"
     env = {**cli_env, "PYTHONPATH": str(target), "DATABASE_URL": f"sqlite:///{database}"}
     code = (
-        "import lora_manager, lora_manager.migrations as m; "
+        "import lora_manager, lora_manager.core.migrations as m; "
         "print(lora_manager.__file__); print(m.script_location())"
     )
     where = run([sys.executable, "-c", code], env, cwd=elsewhere)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lora_manager.config import get_settings, load_settings
-from lora_manager.errors import ExitCode, InvalidSettingsError
+from lora_manager.core.config import get_settings, load_settings
+from lora_manager.core.errors import ExitCode, InvalidSettingsError
 
 COMMANDS = [
     ["serve"],

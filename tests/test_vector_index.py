@@ -25,11 +25,11 @@ from sqlalchemy.engine import Engine
 
 from lora_manager.api import create_app
 from lora_manager.api.schema_gate import SchemaGate
-from lora_manager.config import load_settings
-from lora_manager.db import make_engine, make_session_factory
-from lora_manager.errors import SchemaNotAtHeadError
-from lora_manager.migrations import MigrationRunner
-from lora_manager.models import Adapter, LoraEmbedding, utcnow
+from lora_manager.core.config import load_settings
+from lora_manager.core.db import make_engine, make_session_factory
+from lora_manager.core.errors import SchemaNotAtHeadError
+from lora_manager.core.migrations import MigrationRunner
+from lora_manager.core.models import Adapter, LoraEmbedding, utcnow
 from lora_manager.recommendations.embedders import vector_to_bytes
 from lora_manager.recommendations.index import VectorIndex
 from tests.support.templates import MigratedTemplates, settings_free_environment
@@ -225,7 +225,7 @@ def test_a_failing_background_check_is_logged_and_the_index_keeps_serving(
     with library.engine.begin() as connection:
         connection.exec_driver_sql("ALTER TABLE loraembedding RENAME TO loraembedding_away")
     time.sleep(0.1)
-    with caplog.at_level("WARNING", logger="lora_manager.background"):
+    with caplog.at_level("WARNING", logger="lora_manager.core.background"):
         index.refresh(library.engine)
         wait_until(lambda: "vector-index-refresh failed" in caplog.text, WAIT, lambda: caplog.text)
     assert "no such table" in caplog.text

@@ -19,8 +19,8 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, pool
 from sqlalchemy.exc import SAWarning
 
-from lora_manager.config import load_settings
-from lora_manager.migration_log import (
+from lora_manager.core.config import load_settings
+from lora_manager.core.migration_log import (
     EXPRESSION_INDEX_WARNING,
     StepRecord,
     ensure_log_table,
@@ -28,7 +28,7 @@ from lora_manager.migration_log import (
     include_object,
     record_step,
 )
-from lora_manager.models import Base, utcnow
+from lora_manager.core.models import Base, utcnow
 
 config = context.config
 target_metadata = Base.metadata

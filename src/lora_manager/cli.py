@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from lora_manager.errors import ExitCode, LoraManagerError
+from lora_manager.core.errors import ExitCode, LoraManagerError
 
 app = typer.Typer(
     help="LoRA Manager: catalog, compose and generate with your LoRA adapters.",
@@ -64,7 +64,7 @@ def friendly_errors(func: F) -> F:
             say(f"error: {exc}")
             raise typer.Exit(int(exc.exit_code)) from None
         except SQLAlchemyError as exc:
-            from lora_manager.db import short_error
+            from lora_manager.core.db import short_error
 
             say(f"error: database error: {short_error(exc)}")
             raise typer.Exit(int(ExitCode.FAILURE)) from None
@@ -76,8 +76,8 @@ def friendly_errors(func: F) -> F:
 
 
 def _settings(**overrides: Any) -> Any:
-    from lora_manager.config import load_settings
-    from lora_manager.errors import InvalidSettingsError
+    from lora_manager.core.config import load_settings
+    from lora_manager.core.errors import InvalidSettingsError
 
     try:
         settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -89,14 +89,14 @@ def _settings(**overrides: Any) -> Any:
 
 
 def _runner(settings: Any) -> Any:
-    from lora_manager.migrations import MigrationRunner
+    from lora_manager.core.migrations import MigrationRunner
 
     return MigrationRunner(settings, echo=say)
 
 
 def _version_callback(value: bool) -> None:
     if value:
-        from lora_manager.version import package_version
+        from lora_manager.core.version import package_version
 
         print(f"lora-manager {package_version()}")
         raise typer.Exit()
@@ -142,7 +142,7 @@ def serve(
     from lora_manager.api.app import migrate_to_head
 
     settings = _settings(host=host, port=port, migrate_on_startup=migrate, in_process_worker=worker)
-    from lora_manager.deliveries.queue import describe as describe_queue
+    from lora_manager.core.queue import describe as describe_queue
 
     say(f"serve: job queue {describe_queue(settings)}")
     if settings.migrate_on_startup:
@@ -220,7 +220,7 @@ def import_library(
     Exit 0 when the import ran (broken files are listed in the summary, not fatal)."""
     from rich.console import Console
 
-    from lora_manager.db import make_engine, make_session_factory
+    from lora_manager.core.db import make_engine, make_session_factory
     from lora_manager.ingest.progress import RichImportProgress
     from lora_manager.ingest.runs import choose_roots
     from lora_manager.ingest.service import Importer
@@ -408,7 +408,7 @@ def db_history(
 
     from alembic import command
 
-    from lora_manager.migrations import alembic_config
+    from lora_manager.core.migrations import alembic_config
 
     out = io.StringIO()
     command.history(alembic_config(_settings(), stdout=out), revision_range, verbose=verbose)
@@ -423,7 +423,7 @@ def db_heads(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) 
 
     from alembic import command
 
-    from lora_manager.migrations import alembic_config
+    from lora_manager.core.migrations import alembic_config
 
     out = io.StringIO()
     command.heads(alembic_config(_settings(), stdout=out), verbose=verbose)
@@ -470,8 +470,8 @@ def db_status(
 ) -> None:
     """Where the database stands: reachable, current revision, head, pending, recent steps.
     Exit 0 at head, 6 when behind, 3 when the database does not answer."""
-    from lora_manager.deliveries.queue import describe as describe_queue
-    from lora_manager.errors import DatabaseUnreachableError
+    from lora_manager.core.errors import DatabaseUnreachableError
+    from lora_manager.core.queue import describe as describe_queue
 
     settings = _settings()
     runner = _runner(settings)

@@ -8,9 +8,9 @@ import signal
 import threading
 from collections.abc import Callable
 
-from lora_manager.config import Settings
-from lora_manager.errors import DatabaseUnreachableError
-from lora_manager.migrations import MigrationRunner
+from lora_manager.core.config import Settings
+from lora_manager.core.errors import DatabaseUnreachableError
+from lora_manager.core.migrations import MigrationRunner
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from typing import Any
 from sqlalchemy import JSON, Engine, insert, null, text
 
 from lora_manager.catalog.repository import build_search_text, wanted_tags
-from lora_manager.models import Adapter, AdapterTag
+from lora_manager.core.models import Adapter, AdapterTag
 
 KINDS = ("style", "character", "concept", "clothing", "pose")
 BASE_MODELS = ("SD 1.5", "SDXL 1.0", "Flux.1 D")

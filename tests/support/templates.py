@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from lora_manager.config import Settings, load_settings
-from lora_manager.migrations import MigrationRunner
+from lora_manager.core.config import Settings, load_settings
+from lora_manager.core.migrations import MigrationRunner
 from tests.support.postgres import PostgresServer
 
 

@@ -21,7 +21,7 @@ from typing import IO, Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from lora_manager.models import DeliveryJob
+from lora_manager.core.models import DeliveryJob
 from tests.support.processes import background
 
 T = TypeVar("T")

@@ -18,11 +18,14 @@ from lora_manager.api.guard import GUARDED, RequestGuard
 from lora_manager.api.health import router as health_router
 from lora_manager.api.schema_gate import SchemaGate
 from lora_manager.catalog.routes import router as catalog_router
-from lora_manager.config import Settings, get_settings
-from lora_manager.db import make_engine, make_session_factory
-from lora_manager.deliveries.queue import DeliveryQueue
+from lora_manager.core.config import Settings, get_settings
+from lora_manager.core.db import make_engine, make_session_factory
+from lora_manager.core.migrations import MigrationRunner
+from lora_manager.core.queue import DeliveryQueue
+from lora_manager.core.version import package_version
 from lora_manager.deliveries.routes import jobs_router as deliveries_router
 from lora_manager.deliveries.routes import router as compose_router
+from lora_manager.ingest.routes import adapters_router as register_router
 from lora_manager.ingest.routes import router as imports_router
 from lora_manager.ingest.runs import interrupt_dead_runs
 from lora_manager.recommendations.routes import router as recommendations_router
@@ -42,8 +45,6 @@ def _schema_ready(gate: SchemaGate) -> Callable[[], bool]:
 
 def migrate_to_head(settings: Settings) -> None:
     """Wait for the database and upgrade it to head, through the migration runner."""
-    from lora_manager.migrations import MigrationRunner
-
     runner = MigrationRunner(settings, echo=log.info)
     runner.wait()
     outcome = runner.upgrade("head")
@@ -89,7 +90,7 @@ def create_app(
 
     app = FastAPI(
         title="LoRA Manager",
-        version=_version(),
+        version=package_version(),
         summary="Catalog, compose and generate with your LoRA adapters.",
         lifespan=lifespan,
         docs_url=None,  # served by install_offline_docs, without a CDN
@@ -110,6 +111,7 @@ def create_app(
     install_offline_docs(app)
     protected = [Depends(require_api_key)]
     app.include_router(catalog_router, prefix="/v1", dependencies=protected, responses=GUARDED)
+    app.include_router(register_router, prefix="/v1", dependencies=protected, responses=GUARDED)
     app.include_router(imports_router, prefix="/v1", dependencies=protected, responses=GUARDED)
     app.include_router(compose_router, prefix="/v1", dependencies=protected, responses=GUARDED)
     app.include_router(deliveries_router, prefix="/v1", dependencies=protected, responses=GUARDED)
@@ -117,9 +119,3 @@ def create_app(
         recommendations_router, prefix="/v1", dependencies=protected, responses=GUARDED
     )
     return app
-
-
-def _version() -> str:
-    from lora_manager.version import package_version
-
-    return package_version()

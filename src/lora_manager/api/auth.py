@@ -8,7 +8,7 @@ from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
 from pydantic import SecretStr
 
-from lora_manager.api.errors import UnauthorizedError
+from lora_manager.core.errors import UnauthorizedError
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 

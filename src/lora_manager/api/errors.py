@@ -16,30 +16,16 @@ from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from lora_manager.db import short_error
-from lora_manager.errors import DatabaseUnreachableError, LoraManagerError, SchemaNotAtHeadError
+from lora_manager.core.db import short_error
+from lora_manager.core.errors import (
+    DatabaseUnreachableError,
+    LoraManagerError,
+    SchemaNotAtHeadError,
+    UnauthorizedError,
+    UnavailableError,
+)
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(LoraManagerError):
-    """An error with an HTTP status, raised by services and routes."""
-
-    status_code = 400
-
-    def __init__(self, detail: str, status_code: int | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        if status_code is not None:
-            self.status_code = status_code
-
-
-class NotFoundError(ApiError):
-    status_code = 404
-
-
-class UnauthorizedError(ApiError):
-    status_code = 401
 
 
 def _json(status: int, detail: str, **extra: object) -> JSONResponse:
@@ -167,21 +153,20 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.headers = {**(exc.headers or {}), "Allow": ", ".join(_allowed(request))}
         return await http_exception_handler(request, exc)
 
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "APIKey"} if exc.status_code == 401 else None
+    @app.exception_handler(LoraManagerError)
+    async def project_error(_: Request, exc: LoraManagerError) -> JSONResponse:
+        # The error family carries its own status (core/errors.py).
+        if isinstance(exc, SchemaNotAtHeadError):
+            return _json(503, str(exc), reason="schema behind")
+        if isinstance(exc, DatabaseUnreachableError):
+            return _json(503, "database unreachable", reason="database unreachable")
+        if exc.status_code >= 500 and not isinstance(exc, UnavailableError):
+            log.error("unexpected %s: %s", type(exc).__name__, exc)
+            return _json(500, "internal error")
         response = _json(exc.status_code, exc.detail)
-        if headers:
-            response.headers.update(headers)
+        if isinstance(exc, UnauthorizedError):
+            response.headers["WWW-Authenticate"] = "APIKey"
         return response
-
-    @app.exception_handler(SchemaNotAtHeadError)
-    async def schema_behind(_: Request, exc: SchemaNotAtHeadError) -> JSONResponse:
-        return _json(503, str(exc), reason="schema behind")
-
-    @app.exception_handler(DatabaseUnreachableError)
-    async def database_down(_: Request, exc: DatabaseUnreachableError) -> JSONResponse:
-        return _json(503, "database unreachable", reason="database unreachable")
 
     @app.exception_handler(StaleDataError)
     @app.exception_handler(ObjectDeletedError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from lora_manager.errors import DatabaseUnreachableError
+from lora_manager.core.errors import DatabaseUnreachableError
 
 router = APIRouter(tags=["health"])
 

@@ -8,10 +8,10 @@ import time
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from lora_manager.background import start_in_background
-from lora_manager.db import short_error
-from lora_manager.errors import DatabaseUnreachableError, SchemaNotAtHeadError
-from lora_manager.migrations import SchemaStatus, schema_status
+from lora_manager.core.background import start_in_background
+from lora_manager.core.db import short_error
+from lora_manager.core.errors import DatabaseUnreachableError, SchemaNotAtHeadError
+from lora_manager.core.migrations import SchemaStatus, schema_status
 
 
 class SchemaGate:

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from lora_manager.models import Adapter, AdapterTag
+from lora_manager.core.models import Adapter, AdapterTag
 
 # Words a search matches by prefix: letters and digits, as FTS5's unicode61 and PostgreSQL's
 # 'simple' parser split them.

@@ -9,7 +9,6 @@ from fastapi import status as http_status
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from lora_manager.api.dependencies import db_session
 from lora_manager.catalog import repository, service
 from lora_manager.catalog.repository import AdapterFilters
 from lora_manager.catalog.schemas import (
@@ -24,10 +23,10 @@ from lora_manager.catalog.schemas import (
     DuplicateGroup,
     FavoriteIn,
     RatingIn,
-    RegisterIn,
     SortKey,
     TagCount,
 )
+from lora_manager.core.dependencies import db_session
 
 router = APIRouter(prefix="/adapters", tags=["adapters"])
 
@@ -131,25 +130,6 @@ def duplicates(session: Db) -> list[DuplicateGroup]:
         DuplicateGroup(sha256=digest, adapters=[AdapterOut.model_validate(a) for a in group])
         for digest, group in repository.duplicate_groups(session)
     ]
-
-
-@router.post(
-    "",
-    response_model=AdapterDetail,
-    status_code=http_status.HTTP_201_CREATED,
-    responses={
-        **ERRORS,
-        403: {"description": "Path outside the library roots"},
-        404: {"description": "No such file"},
-        409: {"description": "No library roots configured, or an import is under way"},
-    },
-    summary="Register one model file from inside a library root",
-)
-def register(request: Request, body: RegisterIn, session: Db) -> AdapterDetail:
-    from lora_manager.ingest.service import register_file
-
-    adapter = register_file(session, request.app.state.settings, body.path)
-    return AdapterDetail.model_validate(adapter)
 
 
 @router.post(

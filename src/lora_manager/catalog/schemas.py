@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lora_manager.api.types import Flag, Int4, Real, RequestModel, UtcDateTime
+from lora_manager.core.schemas import Flag, Int4, Real, RequestModel, UtcDateTime
 
 # A user's weight for an adapter (the composer's overrides share it).
 Weight = Annotated[Real, Field(ge=-5, le=5)]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from lora_manager.api.errors import ApiError, NotFoundError
 from lora_manager.catalog import repository
 from lora_manager.catalog.repository import AdapterFilters, normalise_tag
 from lora_manager.catalog.schemas import (
@@ -17,12 +16,9 @@ from lora_manager.catalog.schemas import (
     BulkIn,
     BulkOut,
 )
-from lora_manager.models import Adapter, utcnow
-from lora_manager.paths import inside
-
-
-class ForbiddenPathError(ApiError):
-    status_code = 403
+from lora_manager.core.errors import ForbiddenError, InvalidInputError, NotFoundError
+from lora_manager.core.models import Adapter, utcnow
+from lora_manager.core.paths import inside
 
 
 def page(
@@ -94,7 +90,7 @@ def patch(session: Session, adapter: Adapter, changes: AdapterPatch) -> None:
         adapter.notes = changes.notes
     if "weight" in given:
         if changes.weight is None:
-            raise ApiError("weight cannot be null", 422)
+            raise InvalidInputError("weight cannot be null")
         adapter.weight = changes.weight
     if "active" in given and changes.active is not None:
         if changes.active:
@@ -112,7 +108,7 @@ def bulk(session: Session, request: BulkIn) -> BulkOut:
     found = {adapter.id for adapter in adapters}
     not_found = [adapter_id for adapter_id in request.ids if adapter_id not in found]
     if request.action in (BulkAction.tag, BulkAction.untag) and not _clean_tags(request.tags):
-        raise ApiError("tag and untag need at least one tag in `tags`", 422)
+        raise InvalidInputError("tag and untag need at least one tag in `tags`")
     changed = 0
     if request.action is BulkAction.delete:
         changed = repository.delete_adapters(session, [a.id for a in adapters])
@@ -155,7 +151,7 @@ def preview_file(adapter: Adapter, roots: Sequence[Path]) -> Path:
         raise NotFoundError(f"adapter {adapter.id} has no preview")
     path = Path(adapter.preview_path)
     if not inside(path, roots):
-        raise ForbiddenPathError("the preview lies outside the library roots")
+        raise ForbiddenError("the preview lies outside the library roots")
     if not path.is_file():
         raise NotFoundError(f"the preview of adapter {adapter.id} is gone from disk")
     return path

@@ -34,7 +34,7 @@ from urllib.parse import unquote
 
 import httpx
 
-from lora_manager.config import Settings
+from lora_manager.core.config import Settings
 
 HTTP_BODY_EXCERPT = 2_000
 CLI_OUTPUT_EXCERPT = 4_000

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from lora_manager.models import Adapter
+from lora_manager.core.models import Adapter
 
 _TOKEN = re.compile(r"<lora:([^:>]+)(?::[^>]*)?>", re.IGNORECASE)
 

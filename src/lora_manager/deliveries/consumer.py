@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 from huey import Huey
 from huey.consumer import Consumer
 
-from lora_manager.config import Settings
-from lora_manager.db import make_engine, make_session_factory
-from lora_manager.deliveries import queue as job_queue
+from lora_manager.core import queue as job_queue
+from lora_manager.core.config import Settings
+from lora_manager.core.db import make_engine, make_session_factory
 from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries.runner import JobRunner
 from lora_manager.recommendations import repository as runs

@@ -16,7 +16,7 @@ from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from lora_manager.models import DeliveryJob, utcnow
+from lora_manager.core.models import DeliveryJob, utcnow
 
 PENDING, RUNNING = "pending", "running"
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"

@@ -8,12 +8,12 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from lora_manager.api.dependencies import app_queue, app_settings, db_session
-from lora_manager.config import Settings
+from lora_manager.core.config import Settings
+from lora_manager.core.dependencies import app_queue, app_settings, db_session
+from lora_manager.core.queue import DeliveryQueue
 from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries import service
 from lora_manager.deliveries.compose import Composition
-from lora_manager.deliveries.queue import DeliveryQueue
 from lora_manager.deliveries.schemas import (
     ComposeAndDeliverIn,
     ComposeAndDeliverOut,

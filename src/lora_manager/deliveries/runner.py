@@ -24,8 +24,9 @@ import httpx
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from lora_manager.config import Settings
-from lora_manager.db import short_error
+from lora_manager.core.config import Settings
+from lora_manager.core.db import short_error
+from lora_manager.core.models import utcnow
 from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries.backends import (
     DeliveryError,
@@ -35,7 +36,6 @@ from lora_manager.deliveries.backends import (
     deliver_http,
     deliver_sdnext,
 )
-from lora_manager.models import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lora_manager.api.types import Flag, Int4, RequestModel, UtcDateTime
 from lora_manager.catalog.schemas import Weight
+from lora_manager.core.schemas import Flag, Int4, RequestModel, UtcDateTime
 
 
 class ComposeIn(RequestModel):

@@ -14,9 +14,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from lora_manager.api.errors import ApiError, NotFoundError
 from lora_manager.catalog import repository as catalog
-from lora_manager.config import Settings
+from lora_manager.core.config import Settings
+from lora_manager.core.errors import ConflictError, InvalidInputError, NotFoundError
+from lora_manager.core.models import DeliveryJob, utcnow
+from lora_manager.core.paths import inside
+from lora_manager.core.queue import DeliveryQueue, QueueError
 from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries.backends import (
     DeliveryError,
@@ -25,10 +28,7 @@ from lora_manager.deliveries.backends import (
     url_allowed,
 )
 from lora_manager.deliveries.compose import Composition, compose
-from lora_manager.deliveries.queue import DeliveryQueue, QueueError
 from lora_manager.deliveries.schemas import ComposeIn, DeliverySpec, JobOut
-from lora_manager.models import DeliveryJob, utcnow
-from lora_manager.paths import inside
 
 log = logging.getLogger(__name__)
 
@@ -37,45 +37,43 @@ _SDNEXT_KEYS = frozenset(
 )
 
 
-class ConflictError(ApiError):
-    status_code = 409
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(message, 422)
-
-
 def check_params(settings: Settings, mode: str, params: dict[str, Any]) -> dict[str, Any]:
     """The mode's parameters, checked now so a job that cannot run is never queued."""
     if mode == "http":
         unknown = sorted(set(params) - {"url", "data"})
         if unknown:
-            raise _invalid(f"unknown http params: {', '.join(unknown)} (allowed: url, data)")
+            raise InvalidInputError(
+                f"unknown http params: {', '.join(unknown)} (allowed: url, data)"
+            )
         url = params.get("url")
         if not isinstance(url, str) or not url:
-            raise _invalid("http mode needs params.url")
+            raise InvalidInputError("http mode needs params.url")
         if not url_allowed(url, settings.delivery_http_allowlist):
-            raise _invalid("params.url is not under any DELIVERY_HTTP_ALLOWLIST entry")
+            raise InvalidInputError("params.url is not under any DELIVERY_HTTP_ALLOWLIST entry")
         if not isinstance(params.get("data", {}), dict):
-            raise _invalid("params.data must be a JSON object")
+            raise InvalidInputError("params.data must be a JSON object")
     elif mode == "cli":
         if params:
-            raise _invalid("cli mode takes no params (the command comes from the settings)")
+            raise InvalidInputError(
+                "cli mode takes no params (the command comes from the settings)"
+            )
         if not settings.delivery_cli_command:
-            raise _invalid("cli mode is not configured: set DELIVERY_CLI_COMMAND")
+            raise InvalidInputError("cli mode is not configured: set DELIVERY_CLI_COMMAND")
     elif mode == "sdnext":
         if not settings.sdnext_url:
-            raise _invalid("sdnext mode is not configured: set SDNEXT_URL")
+            raise InvalidInputError("sdnext mode is not configured: set SDNEXT_URL")
         unknown = sorted(set(params) - _SDNEXT_KEYS)
         if unknown:
             allowed = ", ".join(sorted(_SDNEXT_KEYS))
-            raise _invalid(f"unknown sdnext params: {', '.join(unknown)} (allowed: {allowed})")
+            raise InvalidInputError(
+                f"unknown sdnext params: {', '.join(unknown)} (allowed: {allowed})"
+            )
         try:
             txt2img_parameters(settings, DeliveryRequest("check", "check", None, [], params))
         except DeliveryError as exc:
-            raise _invalid(f"params: {exc.message}") from None
+            raise InvalidInputError(f"params: {exc.message}") from None
     else:
-        raise _invalid(f"unknown mode {mode!r}")
+        raise InvalidInputError(f"unknown mode {mode!r}")
     return params
 
 
@@ -87,7 +85,7 @@ def compose_from(session: Session, body: ComposeIn) -> Composition:
         found = {a.id: a for a in catalog.get_adapters(session, body.adapter_ids)}
         unknown = [i for i in body.adapter_ids if i not in found]
         if unknown:
-            raise _invalid(f"unknown adapter ids: {', '.join(unknown)}")
+            raise InvalidInputError(f"unknown adapter ids: {', '.join(unknown)}")
         adapters = [found[i] for i in dict.fromkeys(body.adapter_ids)]
     return compose(
         adapters,
@@ -111,7 +109,7 @@ def queue_job(
 ) -> DeliveryJob:
     params = check_params(settings, spec.mode.value, spec.params)
     if not prompt.strip():
-        raise _invalid("the prompt is empty (no prompt given and no adapter composed)")
+        raise InvalidInputError("the prompt is empty (no prompt given and no adapter composed)")
     job = jobs.add_job(
         session,
         DeliveryJob(

@@ -7,12 +7,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, status
 from sqlalchemy.orm import Session
 
-from lora_manager.api.dependencies import db_session
-from lora_manager.api.errors import NotFoundError
+from lora_manager.catalog.schemas import AdapterDetail, RegisterIn
+from lora_manager.core.dependencies import db_session
+from lora_manager.core.errors import NotFoundError
 from lora_manager.ingest import runs
 from lora_manager.ingest.schemas import ImportIn, ImportOut
+from lora_manager.ingest.service import register_file
 
 router = APIRouter(prefix="/imports", tags=["imports"])
+# Registering one file is an import too; its route sits with the adapters' in the document.
+adapters_router = APIRouter(prefix="/adapters", tags=["adapters"])
 Db = Annotated[Session, Depends(db_session)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong X-API-Key"},
@@ -57,3 +61,21 @@ def get(import_id: str, session: Db) -> ImportOut:
     if run is None:
         raise NotFoundError(f"import {import_id} not found")
     return ImportOut.model_validate(run)
+
+
+@adapters_router.post(
+    "",
+    response_model=AdapterDetail,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        **ERRORS,
+        422: {"description": "Invalid parameters, or a file that cannot be read"},
+        403: {"description": "Path outside the library roots"},
+        404: {"description": "No such file"},
+        409: {"description": "No library roots configured, or an import is under way"},
+    },
+    summary="Register one model file from inside a library root",
+)
+def register(request: Request, body: RegisterIn, session: Db) -> AdapterDetail:
+    adapter = register_file(session, request.app.state.settings, body.path)
+    return AdapterDetail.model_validate(adapter)

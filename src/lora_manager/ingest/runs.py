@@ -19,14 +19,19 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lora_manager.api.errors import ApiError
-from lora_manager.config import Settings
-from lora_manager.db import short_error
-from lora_manager.errors import LockTimeoutError, LoraManagerError
+from lora_manager.core.config import Settings
+from lora_manager.core.db import short_error
+from lora_manager.core.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    LockTimeoutError,
+    LoraManagerError,
+)
+from lora_manager.core.models import ImportRun, utcnow
+from lora_manager.core.paths import inside, real
 from lora_manager.ingest.progress import RecordingProgress
 from lora_manager.ingest.service import Importer
-from lora_manager.models import ImportRun, utcnow
-from lora_manager.paths import inside, real
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +46,15 @@ def choose_roots(settings: Settings, paths: Sequence[str]) -> list[str]:
     The one confinement check of POST /v1/imports and `lora-manager import`."""
     roots = settings.resolved_roots
     if not roots:
-        raise ApiError("no library roots are configured: set LORA_ROOTS to your folders", 409)
+        raise ConflictError("no library roots are configured: set LORA_ROOTS to your folders")
     if not paths:
         return [str(root) for root in roots]
     chosen = []
     for path in paths:
         if not inside(path, roots):
-            raise ApiError(f"{path} is outside the library roots", 403)
+            raise ForbiddenError(f"{path} is outside the library roots")
         if not Path(path).is_dir():
-            raise ApiError(f"{path} is not a folder", 422)
+            raise InvalidInputError(f"{path} is not a folder")
         chosen.append(str(real(path)))
     return chosen
 

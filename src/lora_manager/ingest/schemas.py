@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lora_manager.api.types import Flag, RequestModel, UtcDateTime
+from lora_manager.core.schemas import Flag, RequestModel, UtcDateTime
 
 
 class ImportIn(RequestModel):

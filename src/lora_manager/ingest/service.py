@@ -39,9 +39,19 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from lora_manager.catalog import repository
-from lora_manager.config import Settings
-from lora_manager.db import make_engine
-from lora_manager.errors import LockTimeoutError, LoraManagerError
+from lora_manager.core.config import Settings
+from lora_manager.core.db import make_engine
+from lora_manager.core.errors import (
+    ConflictError,
+    ExitCode,
+    ForbiddenError,
+    InvalidInputError,
+    LockTimeoutError,
+    NotFoundError,
+)
+from lora_manager.core.locks import PostgresAdvisoryLock, SqliteFileLock
+from lora_manager.core.models import Adapter, new_id, utcnow
+from lora_manager.core.paths import inside, real, root_of
 from lora_manager.ingest.hashing import autov2, hash_files, normalise_hash
 from lora_manager.ingest.safetensors import (
     HeaderInfo,
@@ -57,9 +67,6 @@ from lora_manager.ingest.sidecars import (
     merge_metadata,
     read_sidecars,
 )
-from lora_manager.locks import PostgresAdvisoryLock, SqliteFileLock
-from lora_manager.models import Adapter, new_id, utcnow
-from lora_manager.paths import inside, real, root_of
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +85,13 @@ _IMPORT_LOCK_TIMEOUT = 3600.0
 REGISTER_LOCK_WAIT = 5.0
 
 
-class ImportError_(LoraManagerError):
+class ImportRefusedError(InvalidInputError):
     """An import that cannot start: no roots, or a root that is not a folder."""
 
+    exit_code = ExitCode.FAILURE
 
-class PathOutsideRootsError(LoraManagerError):
+
+class PathOutsideRootsError(ForbiddenError):
     """A path given to register lies outside every library root."""
 
 
@@ -244,22 +253,22 @@ class Importer:
         with self.lock(lock_timeout), self._writer() as factory:
             self._sync(factory, [scanned], [], summary)
         if summary.failed and not summary.new + summary.updated + summary.moved:
-            raise ImportError_(f"{path}: {summary.failures[0]['reason']}")
+            raise ImportRefusedError(f"{path}: {summary.failures[0]['reason']}")
         with self.session_factory() as session:
             adapter = repository.adapter_by_real_path(session, scanned.real_path)
             if adapter is None:
-                raise ImportError_(f"{path} could not be registered")
+                raise ImportRefusedError(f"{path} could not be registered")
             return adapter
 
     # -- internals ---------------------------------------------------------------------
 
     def _check_roots(self, roots: Sequence[Path]) -> list[Path]:
         if not roots:
-            raise ImportError_("nothing to import: give folders, or set LORA_ROOTS")
+            raise ImportRefusedError("nothing to import: give folders, or set LORA_ROOTS")
         folders = []
         for root in roots:
             if not Path(root).is_dir():
-                raise ImportError_(f"{root} is not a folder")
+                raise ImportRefusedError(f"{root} is not a folder")
             folders.append(real(root))
         return folders
 
@@ -686,7 +695,7 @@ class Importer:
                 adapter.version = version
                 self.taken[(adapter.name, version)] = adapter.id
                 return
-        raise ImportError_(f"no free version for {adapter.name!r} {base!r}")
+        raise ImportRefusedError(f"no free version for {adapter.name!r} {base!r}")
 
 
 def without_nul(value: Any) -> Any:
@@ -704,12 +713,10 @@ def without_nul(value: Any) -> Any:
 
 def register_file(session: Session, settings: Settings, path: str) -> Adapter:
     """POST /adapters: import one file, confined to the library roots."""
-    from lora_manager.api.errors import ApiError, NotFoundError
-
     if not settings.lora_roots:
-        raise ApiError("no library roots are configured (LORA_ROOTS)", 409)
+        raise ConflictError("no library roots are configured (LORA_ROOTS)")
     if not inside(path, settings.resolved_roots):
-        raise ApiError(f"{path} is outside the library roots", 403)
+        raise ForbiddenError(f"{path} is outside the library roots")
     factory = sessionmaker(bind=session.get_bind(), expire_on_commit=False)
     try:
         adapter = Importer(settings, factory).register(Path(path), REGISTER_LOCK_WAIT)
@@ -717,8 +724,5 @@ def register_file(session: Session, settings: Settings, path: str) -> Adapter:
         raise NotFoundError(str(exc)) from None
     except LockTimeoutError:
         message = "an import is under way; register the file once it has finished"
-        raise ApiError(message, 409) from None
-
-    except ImportError_ as exc:
-        raise ApiError(str(exc), 422) from None
+        raise ConflictError(message) from None
     return session.merge(adapter)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from lora_manager.errors import LoraManagerError
+from lora_manager.core.errors import LoraManagerError
 from lora_manager.recommendations.text import word_tokens
 
 FloatMatrix = npt.NDArray[np.float32]

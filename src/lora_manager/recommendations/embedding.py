@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from lora_manager.models import Adapter, EmbeddingRun, LoraEmbedding, utcnow
+from lora_manager.core.models import Adapter, EmbeddingRun, LoraEmbedding, utcnow
 from lora_manager.recommendations import repository as repo
 from lora_manager.recommendations.embedders import Embedder, vector_to_bytes
 from lora_manager.recommendations.text import (

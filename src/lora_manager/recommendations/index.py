@@ -25,8 +25,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from lora_manager.background import start_in_background
-from lora_manager.models import Adapter, LoraEmbedding, utcnow
+from lora_manager.core.background import start_in_background
+from lora_manager.core.models import Adapter, LoraEmbedding, utcnow
 from lora_manager.recommendations.embedders import vector_from_bytes, vectors_from_bytes
 
 _E = LoraEmbedding.__table__.c

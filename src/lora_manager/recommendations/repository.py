@@ -11,7 +11,7 @@ from sqlalchemy import BindParameter, Table, and_, bindparam, case, func, insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from lora_manager.models import (
+from lora_manager.core.models import (
     Adapter,
     EmbeddingRun,
     LoraEmbedding,

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
-from lora_manager.api.dependencies import app_queue, db_session
-from lora_manager.api.errors import NotFoundError
 from lora_manager.catalog import repository as catalog
-from lora_manager.deliveries.queue import DeliveryQueue, QueueError
+from lora_manager.core.dependencies import app_queue, db_session
+from lora_manager.core.errors import NotFoundError
+from lora_manager.core.queue import DeliveryQueue, QueueError
 from lora_manager.recommendations import repository as repo
 from lora_manager.recommendations import service
 from lora_manager.recommendations.schemas import (

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lora_manager.api.types import Flag, Int4, Real, RequestModel, UtcDateTime
+from lora_manager.core.schemas import Flag, Int4, Real, RequestModel, UtcDateTime
 
 
 class SuggestionOut(BaseModel):

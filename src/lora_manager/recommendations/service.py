@@ -19,12 +19,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lora_manager.api.errors import ApiError, NotFoundError
 from lora_manager.catalog import repository as catalog
-from lora_manager.config import Settings
-from lora_manager.db import short_error
-from lora_manager.deliveries.queue import DeliveryQueue, QueueError
-from lora_manager.models import Adapter, EmbeddingRun, utcnow
+from lora_manager.core.config import Settings
+from lora_manager.core.db import short_error
+from lora_manager.core.errors import InvalidInputError, NotFoundError, UnavailableError
+from lora_manager.core.models import Adapter, EmbeddingRun, utcnow
+from lora_manager.core.queue import DeliveryQueue, QueueError
 from lora_manager.recommendations import repository as repo
 from lora_manager.recommendations.embedders import (
     Embedder,
@@ -80,7 +80,7 @@ class Recommender:
         try:
             return self.embedder.encode([text])[0]
         except EmbedderUnavailable as exc:
-            raise ApiError(str(exc), 503) from None
+            raise UnavailableError(str(exc)) from None
 
     def warm_up(self, ready: Callable[[], bool]) -> threading.Thread:
         """Load the vector index in a background thread, if `ready()` (the schema is at head),
@@ -152,7 +152,7 @@ class Recommender:
         names = {a.id: a.name for a in repo.adapter_facts(session, active).values()}
         unknown = [i for i in active if i not in names]
         if unknown:
-            raise ApiError(f"unknown adapter ids: {', '.join(unknown)}", 422)
+            raise InvalidInputError(f"unknown adapter ids: {', '.join(unknown)}")
         if len(index) == 0:
             return self._record(session, "prompt", [], hint=NO_VECTORS_HINT, prompt=prompt)
         query = self._encode(prompt) * (PROMPT_SHARE if active else 1.0)
@@ -202,7 +202,7 @@ class Recommender:
         index = self._fresh_index()
         word = normalize_trigger(text)
         if not word:
-            raise ApiError("q has no letters or digits to search for", 422)
+            raise InvalidInputError("q has no letters or digits to search for")
         if len(index) == 0:
             return self._record(session, "trigger", [], hint=NO_VECTORS_HINT, prompt=text)
         candidates: dict[str, Candidate] = {}
@@ -324,7 +324,7 @@ def record_feedback(
         raise NotFoundError(f"no recommendation session {session_id}")
     shown = {item.get("adapter_id") for item in record.recommendations or []}
     if adapter_id not in shown:
-        raise ApiError(f"adapter {adapter_id} was not suggested in session {session_id}", 422)
+        raise InvalidInputError(f"adapter {adapter_id} was not suggested in session {session_id}")
     try:
         repo.add_feedback(session, record, adapter_id, kind, reason)
         session.commit()
@@ -348,7 +348,7 @@ def start_run(
         found = {a.id for a in catalog.get_adapters(session, list(adapter_ids))}
         unknown = [i for i in adapter_ids if i not in found]
         if unknown:
-            raise ApiError(f"unknown adapter ids: {', '.join(unknown)}", 422)
+            raise InvalidInputError(f"unknown adapter ids: {', '.join(unknown)}")
     run = EmbeddingRun(
         status="pending",
         model=model,

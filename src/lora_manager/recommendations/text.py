@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     # Only for hints: the embedders import this module and need no database layer.
-    from lora_manager.models import Adapter
+    from lora_manager.core.models import Adapter
 
 TriggerSource = Literal["trained_words", "triggers", "activation_text"]
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from fastapi import Request
 from sqlalchemy.orm import Session
 
-from lora_manager.config import Settings
-from lora_manager.deliveries.queue import DeliveryQueue
+from lora_manager.core.config import Settings
+from lora_manager.core.queue import DeliveryQueue
 
 
 def db_session(request: Request) -> Iterator[Session]:

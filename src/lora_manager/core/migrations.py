@@ -38,14 +38,14 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SAWarning, SQLAlchemyError
 
-from lora_manager.config import Settings
-from lora_manager.db import database_target, make_engine, short_error, wait_for_database
-from lora_manager.errors import (
+from lora_manager.core.config import Settings
+from lora_manager.core.db import database_target, make_engine, short_error, wait_for_database
+from lora_manager.core.errors import (
     MigrationError,
     SchemaNotAtHeadError,
 )
-from lora_manager.locks import PostgresAdvisoryLock, SqliteFileLock
-from lora_manager.migration_log import (
+from lora_manager.core.locks import PostgresAdvisoryLock, SqliteFileLock
+from lora_manager.core.migration_log import (
     EXPRESSION_INDEX_WARNING,
     StepRecord,
     applied_checksums,
@@ -55,14 +55,14 @@ from lora_manager.migration_log import (
     read_log,
     record_step,
 )
-from lora_manager.models import Base, utcnow
+from lora_manager.core.models import Base, utcnow
 
 log = logging.getLogger(__name__)
 
 _LOCK_NOT_AVAILABLE = "55P03"
 RELATIVE_REVISION = re.compile(r"[+-]\d+")
-_PACKAGED_SCRIPTS = Path(__file__).resolve().parent / "_alembic"
-_SOURCE_SCRIPTS = Path(__file__).resolve().parents[2] / "infrastructure" / "alembic"
+_PACKAGED_SCRIPTS = Path(__file__).resolve().parents[1] / "_alembic"
+_SOURCE_SCRIPTS = Path(__file__).resolve().parents[3] / "infrastructure" / "alembic"
 
 Echo = Callable[[str], None]
 

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from lora_manager.db import short_error
+from lora_manager.core.db import short_error
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
 )
 
-from lora_manager.version import package_version
+from lora_manager.core.version import package_version
 
 LOG_TABLE_NAME = "lora_migration_log"
 _ERROR_TEXT_LIMIT = 4000

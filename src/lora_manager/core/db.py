@@ -16,8 +16,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from lora_manager.config import Settings
-from lora_manager.errors import DatabaseUnreachableError
+from lora_manager.core.config import Settings
+from lora_manager.core.errors import DatabaseUnreachableError
 
 log = logging.getLogger(__name__)
 

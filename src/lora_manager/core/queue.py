@@ -19,7 +19,8 @@ from huey import Huey, RedisHuey, SqliteHuey
 from huey.registry import Message
 from huey.serializer import Serializer
 
-from lora_manager.config import Settings
+from lora_manager.core.config import Settings
+from lora_manager.core.errors import UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ EMBED_TASK_NAME = "embed"
 _TIMES = ("eta", "expires_resolved")
 
 
-class QueueError(Exception):
+class QueueError(UnavailableError):
     """The queue could not be reached or its message could not be read."""
 
 

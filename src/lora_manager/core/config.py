@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from lora_manager.errors import InvalidSettingsError
+from lora_manager.core.errors import InvalidSettingsError
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/lora-manager.db"
 ENV_FILE_VARIABLE = "LORA_MANAGER_ENV_FILE"

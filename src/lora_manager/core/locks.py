@@ -12,7 +12,7 @@ from filelock import Timeout as FileLockTimeout
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from lora_manager.errors import LockTimeoutError
+from lora_manager.core.errors import LockTimeoutError
 
 # "LORA" as a 32-bit number: pg_locks shows it as objid with classid 0.
 ADVISORY_LOCK_KEY = 0x4C4F5241
