@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import status as http_status
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from lora_manager.catalog import repository, service
-from lora_manager.catalog.repository import AdapterFilters
+from lora_manager.catalog import service
 from lora_manager.catalog.schemas import (
     ActivateIn,
     AdapterDetail,
@@ -26,17 +25,14 @@ from lora_manager.catalog.schemas import (
     SortKey,
     TagCount,
 )
+from lora_manager.catalog.service import AdapterFilters
 from lora_manager.core.dependencies import db_session
+from lora_manager.core.responses import ERRORS, Responses
 
 router = APIRouter(prefix="/adapters", tags=["adapters"])
 
 Db = Annotated[Session, Depends(db_session)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or wrong X-API-Key"},
-    422: {"description": "Invalid parameters"},
-    503: {"description": "Database unreachable, busy or refusing writes, or schema not at head"},
-}
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
+NOT_FOUND: Responses = {
     **ERRORS,
     404: {
         "description": "No adapter with this id",
@@ -111,12 +107,12 @@ def list_adapters(
     summary="Tags with the number of adapters carrying each",
 )
 def tags(session: Db, limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[TagCount]:
-    return [TagCount(tag=t, count=n) for t, n in repository.tag_counts(session, limit)]
+    return [TagCount(tag=t, count=n) for t, n in service.tag_counts(session, limit)]
 
 
 @router.get("/base-models", response_model=list[BaseModelCount], responses=ERRORS)
 def base_models(session: Db) -> list[BaseModelCount]:
-    return [BaseModelCount(base_model=b, count=n) for b, n in repository.base_model_counts(session)]
+    return [BaseModelCount(base_model=b, count=n) for b, n in service.base_model_counts(session)]
 
 
 @router.get(
@@ -128,7 +124,7 @@ def base_models(session: Db) -> list[BaseModelCount]:
 def duplicates(session: Db) -> list[DuplicateGroup]:
     return [
         DuplicateGroup(sha256=digest, adapters=[AdapterOut.model_validate(a) for a in group])
-        for digest, group in repository.duplicate_groups(session)
+        for digest, group in service.duplicate_groups(session)
     ]
 
 
@@ -139,9 +135,7 @@ def duplicates(session: Db) -> list[DuplicateGroup]:
     summary="Activate, deactivate, favourite, tag or delete many adapters",
 )
 def bulk(body: BulkIn, session: Db) -> BulkOut:
-    result = service.bulk(session, body)
-    session.commit()
-    return result
+    return service.bulk(session, body)
 
 
 @router.get("/{adapter_id}", response_model=AdapterDetail, responses=NOT_FOUND)
@@ -156,9 +150,7 @@ def get_adapter(adapter_id: str, session: Db) -> AdapterDetail:
     summary="Change the fields a user owns",
 )
 def patch_adapter(adapter_id: str, body: AdapterPatch, session: Db) -> AdapterDetail:
-    adapter = service.require(session, adapter_id)
-    service.patch(session, adapter, body)
-    session.commit()
+    adapter = service.update_adapter(session, adapter_id, body)
     return AdapterDetail.model_validate(adapter)
 
 
@@ -169,39 +161,30 @@ def patch_adapter(adapter_id: str, body: AdapterPatch, session: Db) -> AdapterDe
     summary="Forget an adapter (its file stays on disk)",
 )
 def delete_adapter(adapter_id: str, session: Db) -> None:
-    service.delete(session, service.require(session, adapter_id))
-    session.commit()
+    service.delete_adapter(session, adapter_id)
 
 
 @router.post("/{adapter_id}/activate", response_model=AdapterOut, responses=NOT_FOUND)
 def activate(adapter_id: str, session: Db, body: ActivateIn | None = None) -> AdapterOut:
-    adapter = service.require(session, adapter_id)
-    service.activate(session, adapter, body or ActivateIn())
-    session.commit()
+    adapter = service.activate_adapter(session, adapter_id, body or ActivateIn())
     return AdapterOut.model_validate(adapter)
 
 
 @router.post("/{adapter_id}/deactivate", response_model=AdapterOut, responses=NOT_FOUND)
 def deactivate(adapter_id: str, session: Db) -> AdapterOut:
-    adapter = service.require(session, adapter_id)
-    service.deactivate(adapter)
-    session.commit()
+    adapter = service.deactivate_adapter(session, adapter_id)
     return AdapterOut.model_validate(adapter)
 
 
 @router.put("/{adapter_id}/rating", response_model=AdapterOut, responses=NOT_FOUND)
 def put_rating(adapter_id: str, body: RatingIn, session: Db) -> AdapterOut:
-    adapter = service.require(session, adapter_id)
-    service.set_rating(adapter, body.rating)
-    session.commit()
+    adapter = service.rate_adapter(session, adapter_id, body.rating)
     return AdapterOut.model_validate(adapter)
 
 
 @router.put("/{adapter_id}/favorite", response_model=AdapterOut, responses=NOT_FOUND)
 def put_favorite(adapter_id: str, body: FavoriteIn, session: Db) -> AdapterOut:
-    adapter = service.require(session, adapter_id)
-    service.set_favorite(adapter, body.favorite)
-    session.commit()
+    adapter = service.favorite_adapter(session, adapter_id, body.favorite)
     return AdapterOut.model_validate(adapter)
 
 
@@ -215,6 +198,5 @@ def put_favorite(adapter_id: str, body: FavoriteIn, session: Db) -> AdapterOut:
     },
 )
 def preview(adapter_id: str, request: Request, session: Db) -> FileResponse:
-    adapter = service.require(session, adapter_id)
-    path = service.preview_file(adapter, request.app.state.settings.resolved_roots)
+    path = service.preview_file(session, adapter_id, request.app.state.settings.resolved_roots)
     return FileResponse(path)

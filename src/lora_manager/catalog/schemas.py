@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -178,7 +178,3 @@ class BaseModelCount(BaseModel):
 class DuplicateGroup(BaseModel):
     sha256: str
     adapters: list[AdapterOut]
-
-
-class Status(BaseModel):
-    status: Literal["ok"] = "ok"

@@ -1,4 +1,8 @@
-"""The catalog's rules: what users may change, and how; no HTTP and no SQL here."""
+"""The catalog's rules: what users may change, and how; no HTTP and no SQL here.
+
+The functions that take an adapter id and change data are units of work: each commits.
+The helpers that take a loaded adapter (set_rating, activate, ...) only change it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from lora_manager.catalog import repository
-from lora_manager.catalog.repository import AdapterFilters, normalise_tag
+from lora_manager.catalog.repository import AdapterFilters as AdapterFilters
+from lora_manager.catalog.repository import normalise_tag
 from lora_manager.catalog.schemas import (
     ActivateIn,
     AdapterPatch,
@@ -40,6 +45,18 @@ def require(session: Session, adapter_id: str) -> Adapter:
     if adapter is None:
         raise NotFoundError(f"adapter {adapter_id} not found")
     return adapter
+
+
+def tag_counts(session: Session, limit: int) -> list[tuple[str, int]]:
+    return repository.tag_counts(session, limit)
+
+
+def base_model_counts(session: Session) -> list[tuple[str, int]]:
+    return repository.base_model_counts(session)
+
+
+def duplicate_groups(session: Session) -> list[tuple[str, list[Adapter]]]:
+    return repository.duplicate_groups(session)
 
 
 def _clean_tags(tags: Sequence[str]) -> list[str]:
@@ -79,7 +96,7 @@ def deactivate(adapter: Adapter) -> None:
     adapter.ordinal = None
 
 
-def patch(session: Session, adapter: Adapter, changes: AdapterPatch) -> None:
+def _patch(session: Session, adapter: Adapter, changes: AdapterPatch) -> None:
     """Apply the user-owned fields present in the request (explicit nulls clear)."""
     given = changes.model_fields_set
     if "rating" in given:
@@ -103,7 +120,43 @@ def patch(session: Session, adapter: Adapter, changes: AdapterPatch) -> None:
         set_user_tags(session, adapter, changes.user_tags or [])
 
 
+def update_adapter(session: Session, adapter_id: str, changes: AdapterPatch) -> Adapter:
+    adapter = require(session, adapter_id)
+    _patch(session, adapter, changes)
+    session.commit()
+    return adapter
+
+
+def activate_adapter(session: Session, adapter_id: str, request: ActivateIn) -> Adapter:
+    adapter = require(session, adapter_id)
+    activate(session, adapter, request)
+    session.commit()
+    return adapter
+
+
+def deactivate_adapter(session: Session, adapter_id: str) -> Adapter:
+    adapter = require(session, adapter_id)
+    deactivate(adapter)
+    session.commit()
+    return adapter
+
+
+def rate_adapter(session: Session, adapter_id: str, rating: int | None) -> Adapter:
+    adapter = require(session, adapter_id)
+    set_rating(adapter, rating)
+    session.commit()
+    return adapter
+
+
+def favorite_adapter(session: Session, adapter_id: str, favorite: bool) -> Adapter:
+    adapter = require(session, adapter_id)
+    set_favorite(adapter, favorite)
+    session.commit()
+    return adapter
+
+
 def bulk(session: Session, request: BulkIn) -> BulkOut:
+    """Apply one action to many adapters, in one transaction."""
     adapters = repository.get_adapters(session, request.ids)
     found = {adapter.id for adapter in adapters}
     not_found = [adapter_id for adapter_id in request.ids if adapter_id not in found]
@@ -112,6 +165,7 @@ def bulk(session: Session, request: BulkIn) -> BulkOut:
     changed = 0
     if request.action is BulkAction.delete:
         changed = repository.delete_adapters(session, [a.id for a in adapters])
+        session.commit()
         return BulkOut(
             action=request.action, matched=len(adapters), changed=changed, not_found=not_found
         )
@@ -135,18 +189,21 @@ def bulk(session: Session, request: BulkIn) -> BulkOut:
         session.flush()
         if before != (adapter.active, adapter.is_favorite, tuple(adapter.user_tags or [])):
             changed += 1
+    session.commit()
     return BulkOut(
         action=request.action, matched=len(adapters), changed=changed, not_found=not_found
     )
 
 
-def delete(session: Session, adapter: Adapter) -> None:
+def delete_adapter(session: Session, adapter_id: str) -> None:
     """Forget the adapter (its file stays on disk)."""
-    repository.delete_adapters(session, [adapter.id])
+    repository.delete_adapters(session, [require(session, adapter_id).id])
+    session.commit()
 
 
-def preview_file(adapter: Adapter, roots: Sequence[Path]) -> Path:
+def preview_file(session: Session, adapter_id: str, roots: Sequence[Path]) -> Path:
     """The adapter's preview image, only from inside the library roots."""
+    adapter = require(session, adapter_id)
     if adapter.preview_path is None:
         raise NotFoundError(f"adapter {adapter.id} has no preview")
     path = Path(adapter.preview_path)

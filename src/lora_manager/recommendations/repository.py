@@ -25,7 +25,6 @@ from lora_manager.core.models import (
 _SESSIONS = cast(Table, RecommendationSession.__table__)
 POSITIVE = ("positive", "used")
 NEGATIVE = ("negative", "dismissed")
-FEEDBACK_TYPES = (*POSITIVE, *NEGATIVE)
 
 
 # --- embeddings -------------------------------------------------------------------------------

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
-from lora_manager.catalog import repository as catalog
 from lora_manager.core.dependencies import app_queue, db_session
-from lora_manager.core.errors import NotFoundError
-from lora_manager.core.queue import DeliveryQueue, QueueError
-from lora_manager.recommendations import repository as repo
+from lora_manager.core.queue import DeliveryQueue
+from lora_manager.core.responses import INVALID, UNAUTHORIZED, Responses
 from lora_manager.recommendations import service
 from lora_manager.recommendations.schemas import (
     EmbeddingRunOut,
@@ -27,10 +26,10 @@ from lora_manager.recommendations.service import Answer, Recommender
 
 router = APIRouter(prefix="/recommendations", tags=["recommendations"])
 Db = Annotated[Session, Depends(db_session)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or wrong X-API-Key"},
+ERRORS: Responses = {
+    **UNAUTHORIZED,
     404: {"description": "No such adapter, session or run"},
-    422: {"description": "Invalid parameters"},
+    **INVALID,
     503: {"description": "Database unreachable, schema behind, or embedder not installed"},
 }
 
@@ -87,12 +86,13 @@ def similar(
     summary="Adapters that suit a prompt and the adapters already in use",
 )
 def for_prompt(body: ForPromptIn, session: Db, recommender: Rec) -> RecommendationsOut:
-    active = body.active_adapter_ids
-    if active is None:
-        active = catalog.active_adapter_ids(session)
     return _out(
         recommender.for_prompt(
-            session, body.prompt, active, limit=body.limit, base_model=body.base_model
+            session,
+            body.prompt,
+            body.active_adapter_ids,
+            limit=body.limit,
+            base_model=body.base_model,
         )
     )
 
@@ -125,7 +125,7 @@ def feedback(body: FeedbackIn, session: Db) -> dict[str, str]:
     return {"status": "recorded"}
 
 
-def _preferences(session: Session) -> list[PreferenceOut]:
+def _preferences(found: Sequence[service.Preference]) -> list[PreferenceOut]:
     return [
         PreferenceOut(
             type=p.preference_type,
@@ -134,7 +134,7 @@ def _preferences(session: Session) -> list[PreferenceOut]:
             learned_from=p.learned_from,
             updated_at=p.updated_at,
         )
-        for p in repo.preferences(session)
+        for p in found
     ]
 
 
@@ -142,7 +142,7 @@ def _preferences(session: Session) -> list[PreferenceOut]:
     "/preferences", response_model=list[PreferenceOut], responses=ERRORS, summary="Preferences"
 )
 def get_preferences(session: Db) -> list[PreferenceOut]:
-    return _preferences(session)
+    return _preferences(service.preferences(session))
 
 
 @router.put(
@@ -153,8 +153,9 @@ def get_preferences(session: Db) -> list[PreferenceOut]:
 )
 def put_preferences(body: PreferencesIn, session: Db) -> list[PreferenceOut]:
     wanted = {(p.type.value, p.value.strip().lower()): p.weight for p in body.preferences}
-    service.set_preferences(session, [(kind, value, w) for (kind, value), w in wanted.items()])
-    return _preferences(session)
+    return _preferences(
+        service.set_preferences(session, [(kind, value, w) for (kind, value), w in wanted.items()])
+    )
 
 
 @router.post(
@@ -165,12 +166,7 @@ def put_preferences(body: PreferencesIn, session: Db) -> list[PreferenceOut]:
     summary="Queue a (re)computation of embeddings; a worker carries it out",
 )
 def recompute(body: RecomputeIn, session: Db, recommender: Rec, queue: Queue) -> EmbeddingRunOut:
-    run = service.start_run(session, recommender.index.model, body.adapter_ids, body.force)
-    try:
-        queue.enqueue_embedding(run.id)
-    except QueueError as exc:
-        run.status, run.error = "failed", str(exc)
-        session.commit()
+    run = service.queue_run(session, queue, recommender.index.model, body.adapter_ids, body.force)
     return EmbeddingRunOut.model_validate(run, from_attributes=True)
 
 
@@ -181,9 +177,7 @@ def recompute(body: RecomputeIn, session: Db, recommender: Rec, queue: Queue) ->
     summary="An embedding run's progress",
 )
 def get_run(run_id: str, session: Db) -> EmbeddingRunOut:
-    run = repo.get_run(session, run_id)
-    if run is None:
-        raise NotFoundError(f"no embedding run {run_id}")
+    run = service.get_run(session, run_id)
     return EmbeddingRunOut.model_validate(run, from_attributes=True)
 
 

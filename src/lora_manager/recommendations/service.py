@@ -34,6 +34,7 @@ from lora_manager.recommendations.embedders import (
 )
 from lora_manager.recommendations.index import VectorIndex
 from lora_manager.recommendations.ranking import Candidate, Ranked, rank
+from lora_manager.recommendations.repository import Preference as Preference
 from lora_manager.recommendations.text import normalize_trigger
 
 log = logging.getLogger(__name__)
@@ -143,11 +144,14 @@ class Recommender:
         self,
         session: Session,
         prompt: str,
-        active: Sequence[str],
+        active: Sequence[str] | None,
         *,
         limit: int,
         base_model: str | None,
     ) -> Answer:
+        """`active` None means the adapters active in the catalog."""
+        if active is None:
+            active = catalog.active_adapter_ids(session)
         index = self._fresh_index()
         names = {a.id: a.name for a in repo.adapter_facts(session, active).values()}
         unknown = [i for i in active if i not in names]
@@ -336,9 +340,22 @@ def record_feedback(
         raise NotFoundError(f"adapter {adapter_id} no longer exists") from None
 
 
-def set_preferences(session: Session, wanted: Sequence[tuple[str, str, float]]) -> None:
+def preferences(session: Session) -> list[Preference]:
+    return repo.preferences(session)
+
+
+def set_preferences(session: Session, wanted: Sequence[tuple[str, str, float]]) -> list[Preference]:
+    """Replace the explicit preferences; all of them afterwards, learned ones included."""
     repo.replace_explicit_preferences(session, wanted)
     session.commit()
+    return repo.preferences(session)
+
+
+def get_run(session: Session, run_id: str) -> EmbeddingRun:
+    run = repo.get_run(session, run_id)
+    if run is None:
+        raise NotFoundError(f"no embedding run {run_id}")
+    return run
 
 
 def start_run(
@@ -362,18 +379,40 @@ def start_run(
     return run
 
 
+def queue_run(
+    session: Session,
+    queue: DeliveryQueue,
+    model: str,
+    adapter_ids: Sequence[str] | None,
+    force: bool,
+) -> EmbeddingRun:
+    """Start an embedding run and queue it for a worker (recorded as failed if it cannot be)."""
+    run = start_run(session, model, adapter_ids, force)
+    _enqueue(session, queue, run)
+    return run
+
+
+def _enqueue(session: Session, queue: DeliveryQueue, run: EmbeddingRun) -> str | None:
+    """Queue the run for a worker; if the queue cannot take it, the run is recorded as failed
+    and the reason returned."""
+    try:
+        queue.enqueue_embedding(run.id)
+    except QueueError as exc:
+        run.status, run.error = "failed", str(exc)
+        session.commit()
+        return str(exc)
+    return None
+
+
 def refresh_after_import(sessions: sessionmaker[Session], settings: Settings) -> str | None:
     """Queue an embedding run for what an import changed (unchanged vectors are skipped);
     the run id, or None if the queue cannot be reached (the next import or a recompute will)."""
     model, _ = model_of(settings.recommendation_embedder)
     with sessions() as session:
         run = start_run(session, model, None, force=False)
-        try:
-            DeliveryQueue(settings).enqueue_embedding(run.id)
-        except QueueError as exc:
-            run.status, run.error = "failed", str(exc)
-            session.commit()
-            log.warning("embeddings not queued after the import: %s", exc)
+        error = _enqueue(session, DeliveryQueue(settings), run)
+        if error is not None:
+            log.warning("embeddings not queued after the import: %s", error)
             return None
         return run.id
 
