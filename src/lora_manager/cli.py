@@ -9,11 +9,16 @@ from collections.abc import Callable
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
 from lora_manager.core.errors import ExitCode, LoraManagerError
+
+if TYPE_CHECKING:  # imported inside the commands at run time, so `--help` stays fast
+    from lora_manager.core.config import Settings
+    from lora_manager.core.migrations import MigrationOutcome, MigrationRunner
+    from lora_manager.ingest.service import ImportSummary
 
 app = typer.Typer(
     help="LoRA Manager: catalog, compose and generate with your LoRA adapters.",
@@ -24,7 +29,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema: migrate, inspect, verify.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def say(message: str) -> None:
@@ -51,11 +57,11 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("alembic.runtime.migration").addFilter(_MigrationProgressOnly())
 
 
-def friendly_errors(func: F) -> F:
+def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Expected failures print one clear line and exit with their code, never a traceback."""
 
     @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
@@ -72,10 +78,10 @@ def friendly_errors(func: F) -> F:
             say("interrupted")
             raise typer.Exit(130) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
-def _settings(**overrides: Any) -> Any:
+def _settings(**overrides: object) -> Settings:
     from lora_manager.core.config import load_settings
     from lora_manager.core.errors import InvalidSettingsError
 
@@ -88,7 +94,7 @@ def _settings(**overrides: Any) -> Any:
     return settings
 
 
-def _runner(settings: Any) -> Any:
+def _runner(settings: Settings) -> MigrationRunner:
     from lora_manager.core.migrations import MigrationRunner
 
     return MigrationRunner(settings, echo=say)
@@ -262,7 +268,7 @@ def import_library(
         _print_import_summary(summary)
 
 
-def _print_import_summary(summary: Any) -> None:
+def _print_import_summary(summary: ImportSummary) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -370,7 +376,7 @@ def db_downgrade(
     _report(outcome, as_json)
 
 
-def _report(outcome: Any, as_json: bool) -> None:
+def _report(outcome: MigrationOutcome, as_json: bool) -> None:
     if as_json:
         print(json.dumps(outcome.to_dict()))
         return

@@ -43,7 +43,7 @@ def _text(value: str) -> str:
     return clipped.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _echo(value: Any) -> Any:
+def _echo(value: object) -> str | int | float | None:
     """A short, JSON-safe stand-in for an input or a context value."""
     if value is None or isinstance(value, bool):
         return value
@@ -56,12 +56,13 @@ def _echo(value: Any) -> Any:
     return _text(repr(value))
 
 
-def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+def validation_details(errors: Sequence[Any]) -> list[dict[str, object]]:
     """Pydantic's errors, bounded (first MAX_ERRORS, inputs cut to ECHO_CHARS) and always
     valid JSON (no NaN, no lone surrogates, no exception objects in `ctx`)."""
-    details: list[dict[str, Any]] = []
+    # Sequence[Any]: what RequestValidationError.errors() is declared to return.
+    details: list[dict[str, object]] = []
     for error in errors[:MAX_ERRORS]:
-        item: dict[str, Any] = {
+        item: dict[str, object] = {
             "type": _text(str(error.get("type", "value_error"))),
             "loc": [p if isinstance(p, int) else _text(str(p)) for p in error.get("loc", ())],
             "msg": _text(str(error.get("msg", ""))),

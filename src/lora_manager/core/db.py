@@ -8,13 +8,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from lora_manager.core.config import Settings
 from lora_manager.core.errors import DatabaseUnreachableError
@@ -60,8 +61,18 @@ def ensure_sqlite_directory(settings: Settings) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _sqlite_pragmas(foreign_keys: bool, own_begin: bool) -> Callable[[Any, Any], None]:
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+class _SqliteDbapiConnection(Protocol):
+    """What the connect hook uses of a SQLite driver's connection (pysqlite's, by default)."""
+
+    isolation_level: str | None
+
+    def cursor(self) -> DBAPICursor: ...
+
+
+def _sqlite_pragmas(
+    foreign_keys: bool, own_begin: bool
+) -> Callable[[_SqliteDbapiConnection, ConnectionPoolEntry], None]:
+    def on_connect(dbapi_connection: _SqliteDbapiConnection, _record: ConnectionPoolEntry) -> None:
         if own_begin:
             # pysqlite begins only before DML, so a SAVEPOINT would open a transaction and its
             # RELEASE commit it: SQLAlchemy emits BEGIN IMMEDIATE itself instead.
@@ -75,7 +86,7 @@ def _sqlite_pragmas(foreign_keys: bool, own_begin: bool) -> Callable[[Any, Any],
     return on_connect
 
 
-def _sqlite_begin_immediate(connection: Any) -> None:
+def _sqlite_begin_immediate(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -96,8 +107,8 @@ def make_engine(
     tested before each checkout: for callers that retry (the job worker).
     """
     ensure_sqlite_directory(settings)
-    kwargs: dict[str, Any] = {}
-    connect_args: dict[str, Any] = {}
+    kwargs: dict[str, object] = {}
+    connect_args: dict[str, object] = {}
     if settings.is_sqlite:
         connect_args["timeout"] = 5
     elif connect_timeout is not None:

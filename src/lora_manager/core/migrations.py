@@ -262,7 +262,7 @@ class MigrationRunner:
         with self.engine() as engine, engine.connect() as connection:
             return read_log(connection, limit)
 
-    def run_alembic(self, name: str, *args: Any, **kwargs: Any) -> str:
+    def run_alembic(self, name: str, *args: object, **kwargs: object) -> str:
         """Run an alembic read command (current, history, heads) and return its output."""
         out = io.StringIO()
         with self.engine() as engine, engine.connect() as connection:
@@ -463,7 +463,7 @@ class MigrationRunner:
         return problems
 
     @staticmethod
-    def drift(connection: Connection) -> list[Any]:
+    def drift(connection: Connection) -> list[object]:
         """What `alembic check` would report: differences between the models and the DB."""
         context = MigrationContext.configure(
             connection, opts={"compare_type": True, "include_object": include_object}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any, get_args
+from typing import Annotated, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -42,9 +42,12 @@ def text_problem(value: str) -> str | None:
     return None
 
 
-def check_input(value: Any) -> Any:
+_T = TypeVar("_T")
+
+
+def check_input(value: _T) -> _T:
     """Refuse NUL, lone surrogates and non-finite numbers anywhere in a parsed JSON value."""
-    pending = [value]
+    pending: list[object] = [value]
     while pending:
         item = pending.pop()
         if isinstance(item, str):
@@ -69,18 +72,22 @@ class RequestModel(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+    def _storable(cls, value: object, info: ValidationInfo) -> object:
         check_input(value)
         # JSON Schema's "integer" includes 3.0; a strict int does not (done here: a validator
         # inside Int4 would hide its bounds from the OpenAPI document).
         field = cls.model_fields.get(info.field_name or "")
-        integral = isinstance(value, float) and value.is_integer()
-        if integral and field is not None and _takes_int(field.annotation):
+        if (
+            isinstance(value, float)
+            and value.is_integer()
+            and field is not None
+            and _takes_int(field.annotation)
+        ):
             return int(value)
         return value
 
 
-def _takes_int(annotation: Any) -> bool:
+def _takes_int(annotation: object) -> bool:
     if annotation is int:
         return True
     return any(_takes_int(arg) for arg in get_args(annotation))
