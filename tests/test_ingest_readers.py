@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from lora_manager.ingest import sidecars as sidecars_module
 from lora_manager.ingest.hashing import (
     HASH_BLOCK_SIZE,
     autov2,
@@ -44,6 +43,7 @@ from lora_manager.ingest.sidecars import (
     merge_metadata,
     read_sidecars,
 )
+from lora_manager.ingest.sidecars import base as sidecars_module
 from tests.support.library import (
     a1111_metadata,
     build_bulk_library,

@@ -45,7 +45,7 @@ from lora_manager.core.models import Adapter, AdapterTag
 
 KINDS = ("style", "character", "concept", "clothing", "pose")
 BASE_MODELS = ("SD 1.5", "SDXL 1.0", "Flux.1 D")
-# What the importer derives from the base model (ingest.sidecars._sd_version_of).
+# What the importer derives from the base model (ingest.sidecars.merge._sd_version_of).
 SD_VERSIONS = {"SD 1.5": "SD1", "SDXL 1.0": "SDXL", "Flux.1 D": None}
 # Words many families use, in their vocabulary or as filler: a recommender can't lean on them.
 GENERIC_WORDS = (
