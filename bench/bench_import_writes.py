@@ -1,165 +1,84 @@
 """Write latency on SQLite while the API imports a library (POST /v1/imports).
 
-Starts `lora-manager serve` on a fresh SQLite database, imports a few adapters to write to,
-then generates a library of N small models (default 4,000, each with two sidecars) and, in the
-same run:
+Starts `lora-manager serve --no-worker` on a fresh SQLite database, imports 40 adapters to
+write to, generates N small models (two sidecars each) and imports them through
+POST /v1/imports while W writer threads PATCH /v1/adapters/{id} and POST
+/v1/adapters/{id}/activate in turn; then, as the same-run baseline, the same writers for as
+long with no import. Count, median, p99 and max latency of both, and every non-2xx answer.
 
-1. baseline: W writer threads (default 4) PATCH /v1/adapters/{id} and POST
-   /v1/adapters/{id}/activate in turn for as many seconds as the import will take, with no
-   import running;
-2. during: the same writers while POST /v1/imports imports the N files.
-
-Prints the count, median, p99 and max latency of each, and every non-2xx answer. Run from the
-repository root:
-
-    .venv/bin/python bench/bench_import_writes.py [--files 4000] [--writers 4]
+    .venv/bin/python bench/bench_import_writes.py [--quick] [--files 4000] [--writers 4]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import harness as h
 
-from tests.support.library import build_bulk_library, kohya_metadata, write_safetensors  # noqa: E402
-from tests.support.postgres import free_port  # noqa: E402
-from tests.support.writers import Writers, call, finish_import  # noqa: E402
-
-BIN = Path(sys.executable).parent
+TITLE = "## Writes during an import on SQLite: latest run"
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def measure(args: argparse.Namespace, res: h.Resources) -> tuple[str, list[str]]:
+    from tests.support.library import build_bulk_library, kohya_metadata, write_safetensors
+    from tests.support.writers import Writers, call, finish_import
 
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def describe(label: str, samples: list[tuple[int, float, str]]) -> dict[str, Any]:
-    seconds = [s for _, s, _ in samples]
-    statuses = Counter(status for status, _, _ in samples)
-    return {
-        "label": label,
-        "writes": len(samples),
-        "median_ms": statistics.median(seconds) * 1000 if seconds else float("nan"),
-        "p99_ms": percentile(seconds, 0.99) * 1000 if seconds else float("nan"),
-        "max_ms": max(seconds) * 1000 if seconds else float("nan"),
-        "statuses": dict(statuses),
-        "errors": Counter(detail for status, _, detail in samples if status >= 300),
-    }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=4000)
-    parser.add_argument("--writers", type=int, default=4)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-import-writes-"))
-    server = None
-    try:
-        root = work / "loras"
-        for seed in range(40):
-            write_safetensors(root / "own" / f"m{seed:02d}.safetensors", kohya_metadata(seed=seed))
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "API_KEY"))}
-        env.update(
-            PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-            LORA_MANAGER_ENV_FILE=str(work / "no.env"),
-            DATABASE_URL=f"sqlite:///{work / 'lora.db'}",
-            LORA_ROOTS=str(root),
-            LOG_LEVEL="WARNING",
-        )
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            ["lora-manager", "serve", "--port", str(port), "--no-worker"],
-            env=env,
-            cwd=work,
-            stdout=subprocess.DEVNULL,
-            stderr=open(work / "serve.log", "w"),  # noqa: SIM115 (closed with the process)
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if call(base, "GET", "/health/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the server did not become ready: " + str(work / "serve.log"))
-            time.sleep(0.1)
-
-        def import_all() -> tuple[dict[str, Any], float]:
-            started = time.perf_counter()
-            return finish_import(base), time.perf_counter() - started
-
-        first, _ = import_all()
-        assert first["status"] == "succeeded", first
-        ids = [a["id"] for a in call(base, "GET", "/v1/adapters?limit=100")[1]["items"]]
-        say(f"generating {args.files} models with sidecars")
-        build_bulk_library(root, args.files)
-
-        say("importing them with writers running")
-        with Writers(base, ids, args.writers) as during:
-            run, import_seconds = import_all()
-        assert run["status"] == "succeeded", run
-        say(f"import: {run['summary']['new']} new in {import_seconds:.1f} s; baseline writes")
-        say(
-            "writes over 0.5 s (started at s into the import, took s): "
-            + ", ".join(f"{at:.2f}/{took:.2f}" for at, took in sorted(during.slow))
-        )
-        with Writers(base, ids, args.writers) as baseline:
-            time.sleep(import_seconds)
-        results = [describe("no import", baseline.samples), describe("during", during.samples)]
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
-
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"{when}; nproc {os.cpu_count()}; {cpu_model()}; Python {platform.python_version()}")
-    print(
-        f"{args.files} files imported through POST /v1/imports in {import_seconds:.1f} s "
-        f"({run['summary']['new']} new); {args.writers} writer threads"
+    root = res.root / "loras"
+    for seed in range(40):
+        write_safetensors(root / "own" / f"m{seed:02d}.safetensors", kohya_metadata(seed=seed))
+    port = h.free_port()
+    env = h.base_env(
+        res.root, DATABASE_URL=f"sqlite:///{res.root / 'lora.db'}", LORA_ROOTS=str(root)
     )
-    print("| writes | count | median ms | p99 ms | max ms | answers |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for row in results:
-        answers = ", ".join(f"{v} x {k}" for k, v in sorted(row["statuses"].items()))
-        print(
-            f"| {row['label']} | {row['writes']} | {row['median_ms']:.1f} | {row['p99_ms']:.1f} "
-            f"| {row['max_ms']:.1f} | {answers} |"
-        )
-        for detail, count in row["errors"].items():
-            print(f"  {count} x {detail}")
-    return 0
+    env["LOG_LEVEL"] = "WARNING"
+    argv = ["lora-manager", "serve", "--port", str(port), "--no-worker"]
+    res.serve("serve", [argv], [env], [port])
+    base = f"http://127.0.0.1:{port}"
+    first = finish_import(base)
+    if first["status"] != "succeeded":
+        raise h.BenchError(f"first import: {first}")
+    ids = [a["id"] for a in call(base, "GET", "/v1/adapters?limit=100")[1]["items"]]
+    h.say(f"generating {args.files} models with sidecars")
+    build_bulk_library(root, args.files)
+    h.say("importing them with writers running")
+    with Writers(base, ids, args.writers) as during:
+        started = time.perf_counter()
+        run = finish_import(base)
+        seconds = time.perf_counter() - started
+    if run["status"] != "succeeded":
+        raise h.BenchError(f"import: {run}")
+    slow = ", ".join(f"{at:.2f}/{took:.2f}" for at, took in sorted(during.slow))
+    h.say(f"import: {run['summary']['new']} new in {seconds:.1f} s; writes over 0.5 s "
+          f"(started at s into the import, took s): {slow or 'none'}; baseline writes")  # fmt: skip
+    with Writers(base, ids, args.writers) as baseline:
+        time.sleep(seconds)
 
+    rows, errors = [], []
+    for label, samples in (("no import (baseline)", baseline.samples), ("during", during.samples)):
+        statuses = Counter(status for status, _, _ in samples)
+        answers = ", ".join(f"{n} x {status}" for status, n in sorted(statuses.items()))
+        rows.append([*h.latency_row(label, [s for _, s, _ in samples], 99), answers])
+        errors += Counter(f"{st} {detail}" for st, _, detail in samples if st >= 300).items()
+    body = [
+        f"{args.files:,} files ({run['summary']['new']:,} new) imported through "
+        f"`POST /v1/imports` in {seconds:.1f} s while {args.writers} writer threads PATCH and "
+        "activate adapters over HTTP; the baseline is the same writers for as long with no "
+        "import. Latencies in ms.",
+        "",
+        h.table(("writes", "count", "median", "p99", "max", "answers"), rows),
+        "",
+        *(f"- {n} x {detail}" for detail, n in errors),
+        "",
+    ]
+    return "", body
+
+
+OPTIONS: dict[str, h.Option] = {
+    "files": (4000, 500, "models imported during the writes"),
+    "writers": (4, 4, "writer threads"),
+}
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(h.run(__file__, __doc__ or "", TITLE, measure, OPTIONS))

