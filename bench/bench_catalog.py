@@ -15,8 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import hashlib
 import itertools
 import os
@@ -48,6 +46,8 @@ WARMUP_REQUESTS = 5
 
 # -- 1. hashing ----------------------------------------------------------------------------
 
+HASH_KINDS = ("single_py", "single_tool", "parallel_py", "serial_tool", "openssl")
+
 
 @dataclass
 class HashResult:
@@ -55,70 +55,26 @@ class HashResult:
     file_bytes: int
     workers: int
     note: str = ""
-    rounds: int = 0
-    single_py: list[float] = field(default_factory=list)  # MB/s per round
-    single_tool: list[float] = field(default_factory=list)
-    parallel_py: list[float] = field(default_factory=list)
-    serial_tool: list[float] = field(default_factory=list)
-    openssl: list[float] = field(default_factory=list)
+    mbps: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HASH_KINDS})
     mismatches: list[str] = field(default_factory=list)
-    write_seconds: float = 0.0
 
-    @property
-    def total_bytes(self) -> int:
-        return self.files * self.file_bytes
-
-    def ratio_single(self) -> float | None:
-        a, b = median(self.single_py), median(self.single_tool)
-        return a / b if a and b else None
-
-    def ratio_parallel(self) -> float | None:
-        a, b = median(self.parallel_py), median(self.serial_tool)
-        return a / b if a and b else None
-
-
-def write_random_file(path: Path, size: int) -> None:
-    chunk = 4 * MIB
-    with open(path, "wb", buffering=0) as handle:
-        left = size
-        while left > 0:
-            n = min(chunk, left)
-            handle.write(os.urandom(n))
-            left -= n
-
-
-def read_once(path: Path) -> None:
-    buffer = bytearray(8 * MIB)
-    with open(path, "rb", buffering=0) as handle:
-        while handle.readinto(buffer):
-            pass
+    def ratio(self, a: str, b: str) -> float | None:
+        x, y = median(self.mbps[a]), median(self.mbps[b])
+        return x / y if x and y else None
 
 
 def plan_hash_files(root: Path, files: int, size_mb: int) -> tuple[int, int, str]:
     """Scale the file set down when the disk or the page cache is short of room."""
-    wanted = files * size_mb * MIB
-    free = shutil.disk_usage(root).free
-    available = _mem_available()
+    wanted, free = files * size_mb * MIB, shutil.disk_usage(root).free
+    available = int((h.proc_field("/proc/meminfo", "MemAvailable:") or "0 kB").split()[0]) * 1024
     limit = min(free // 2, available // 2 if available else wanted)
-    note = ""
     while files * size_mb * MIB > limit and size_mb > 16:
         size_mb //= 2
     while files * size_mb * MIB > limit and files > 2:
         files -= 1
-    if files * size_mb * MIB < wanted:
-        note = (
-            f"scaled down from {wanted // MIB} MiB: {free // MIB} MiB free on disk, "
-            f"{available // MIB} MiB available memory"
-        )
-    return files, size_mb * MIB, note
-
-
-def _mem_available() -> int:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    note = f"scaled down from {wanted // MIB} MiB: {free // MIB} MiB free on disk, "
+    note += f"{available // MIB} MiB available memory"
+    return files, size_mb * MIB, note if files * size_mb * MIB < wanted else ""
 
 
 def bench_hashing(args: argparse.Namespace, resources: h.Resources) -> HashResult:
@@ -127,71 +83,55 @@ def bench_hashing(args: argparse.Namespace, resources: h.Resources) -> HashResul
     folder = resources.root / "hash"
     folder.mkdir()
     count, size, note = plan_hash_files(resources.root, args.hash_files, args.hash_mb)
-    workers = len(os.sched_getaffinity(0)) or os.cpu_count() or 1
-    result = HashResult(files=count, file_bytes=size, workers=workers, note=note)
+    result = HashResult(count, size, len(os.sched_getaffinity(0)), note)
     say(f"hashing: writing {count} files x {size // MIB} MiB of random bytes")
     paths = [folder / f"blob-{i}.bin" for i in range(count)]
-    started = time.perf_counter()
+    names = [str(p) for p in paths]
     with time_limit("writing the hashing files", args.timeout):
         for path in paths:
-            write_random_file(path, size)
-        for path in paths:
-            read_once(path)  # page cache warm before anything is timed
-    result.write_seconds = time.perf_counter() - started
-    names = [str(p) for p in paths]
-    openssl = shutil.which("openssl")
-    total = result.total_bytes
+            with path.open("wb") as handle:
+                for left in range(size, 0, -4 * MIB):
+                    handle.write(os.urandom(min(4 * MIB, left)))
+        for path in paths:  # page cache warm before anything is timed
+            with path.open("rb", buffering=0) as handle:
+                while handle.read(8 * MIB):
+                    pass
+    openssl, total = shutil.which("openssl"), count * size
+    digests = {name: "" for name in names}
+
+    def tool(argv: list[str]) -> float:
+        elapsed, output = resources.run("hash", argv)
+        for line in output.splitlines() if argv[0] == "sha256sum" else []:
+            digest, _, name = line.partition("  ")
+            if digests.get(name.strip(), digest) != digest:
+                result.mismatches.append(f"sha256sum disagrees on {Path(name).name}")
+        return elapsed
 
     for index in range(args.rounds):
         say(f"hashing round {index + 1}/{args.rounds}")
         with time_limit("hashing round", args.timeout):
-            digests: dict[str, str] = {}
             # (a) one file at a time, in-process then with sha256sum
-            seconds = 0.0
-            for path in paths:
-                t0 = time.perf_counter()
-                digests[str(path)] = sha256_file(path)
-                seconds += time.perf_counter() - t0
-            single_py = total / seconds / MB
-            seconds = 0.0
+            started = time.perf_counter()
             for name in names:
-                elapsed, output = resources.run("hash", ["sha256sum", name])
-                seconds += elapsed
-                _compare(result, name, digests, output)
-            single_tool = total / seconds / MB
+                digests[name] = sha256_file(Path(name))
+            seconds = {"single_py": time.perf_counter() - started}
+            seconds["single_tool"] = sum(tool(["sha256sum", name]) for name in names)
             # (b) all files: hash_files on the pool, sha256sum serially in one process
-            t0 = time.perf_counter()
-            for path, digest in hash_files(paths, workers=workers):
+            started = time.perf_counter()
+            for path, digest in hash_files(paths, workers=result.workers):
                 if isinstance(digest, OSError):
                     raise BenchError(f"hash_files: {path}: {digest}")
                 if digest != digests[str(path)]:
                     result.mismatches.append(f"hash_files({path.name}) != sha256_file")
-            parallel_py = total / (time.perf_counter() - t0) / MB
-            elapsed, output = resources.run("hash", ["sha256sum", *names])
-            for name in names:
-                _compare(result, name, digests, output)
-            serial_tool = total / elapsed / MB
+            seconds["parallel_py"] = time.perf_counter() - started
+            seconds["serial_tool"] = tool(["sha256sum", *names])
             if openssl:
-                elapsed, _ = resources.run("hash", [openssl, "dgst", "-sha256", *names])
-                result.openssl.append(total / elapsed / MB)
-        result.single_py.append(single_py)
-        result.single_tool.append(single_tool)
-        result.parallel_py.append(parallel_py)
-        result.serial_tool.append(serial_tool)
-        result.rounds += 1
-        say(
-            f"  sha256_file {single_py:6.0f} MB/s  sha256sum FILE {single_tool:6.0f} MB/s  "
-            f"hash_files {parallel_py:6.0f} MB/s  sha256sum f1..f{count} {serial_tool:6.0f} MB/s"
-        )
+                seconds["openssl"] = tool([openssl, "dgst", "-sha256", *names])
+        for kind, value in seconds.items():
+            result.mbps[kind].append(total / value / MB)
+        say("  " + ", ".join(f"{k} {total / v / MB:,.0f} MB/s" for k, v in seconds.items()))
     shutil.rmtree(folder, ignore_errors=True)
     return result
-
-
-def _compare(result: HashResult, name: str, digests: dict[str, str], output: str) -> None:
-    for line in output.splitlines():
-        digest, _, listed = line.partition("  ")
-        if listed.strip() == name and digest.strip() != digests[name]:
-            result.mismatches.append(f"sha256sum disagrees on {Path(name).name}")
 
 
 # -- 2. import -----------------------------------------------------------------------------
@@ -205,8 +145,15 @@ class ImportResult:
     rescan_seconds: list[float] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
 
-    def files_per_second(self) -> list[float]:
-        return [self.files / s for s in self.import_seconds]
+    def check(self, summary: Any, first: bool) -> None:
+        """First import: all new; rescan: all unchanged; nothing failed."""
+        keys = ("new", "updated", "moved", "failed") + (() if first else ("missing", "unchanged"))
+        want = dict.fromkeys(keys, 0) | {"new" if first else "unchanged": self.files}
+        got = {key: getattr(summary, key) for key in want}
+        note = f"{'first import' if first else 'rescan'}: {got}, expected {want}"
+        note += f"; first failure: {summary.failures[0]}" if summary.failures else ""
+        if got != want and note not in self.anomalies:
+            self.anomalies.append(note)
 
 
 @dataclass
@@ -223,17 +170,13 @@ def build_library(root: Path, count: int, seed: int) -> LibraryFacts:
     started = time.perf_counter()
     paths = build_bulk_library(root, count, seed=seed)
     seconds = time.perf_counter() - started
-    total = sidecars = 0
-    for folder in {p.parent for p in paths}:
-        for entry in os.scandir(folder):
-            total += entry.stat().st_size
-            sidecars += not entry.name.endswith(".safetensors")
-    return LibraryFacts(len(paths), sidecars, total, seconds)
+    entries = [e for folder in {p.parent for p in paths} for e in os.scandir(folder)]
+    sidecars = sum(not e.name.endswith(".safetensors") for e in entries)
+    return LibraryFacts(len(paths), sidecars, sum(e.stat().st_size for e in entries), seconds)
 
 
 def run_import(url: str, library: Path, resources: h.Resources, timeout: float, what: str) -> Any:
-    """One `Importer.run` on a new engine; its summary gets `seconds_measured`, the exact wall
-    time of the call (the summary's own `seconds` is rounded)."""
+    """One `Importer.run` on a new engine, and the exact wall time of the call."""
     from lora_manager.core.db import make_session_factory
     from lora_manager.ingest.service import Importer
 
@@ -244,8 +187,7 @@ def run_import(url: str, library: Path, resources: h.Resources, timeout: float, 
             importer = Importer(settings, make_session_factory(engine))
             started = time.perf_counter()
             summary = importer.run([library])
-            summary.seconds_measured = time.perf_counter() - started
-            return summary
+            return summary, time.perf_counter() - started
     finally:
         resources.dispose(engine)
 
@@ -253,61 +195,28 @@ def run_import(url: str, library: Path, resources: h.Resources, timeout: float, 
 def bench_import(
     args: argparse.Namespace, resources: h.Resources, databases: h.Databases, backends: list[str]
 ) -> tuple[LibraryFacts, list[ImportResult]]:
-    root = resources.root
+    library, warm = resources.root / "library", resources.root / "warmup-library"
     say(f"import: generating a library of {args.files} models with sidecars (not timed)")
     with time_limit("generating the library", args.timeout):
-        facts = build_library(root / "library", args.files, seed=0)
-        warm = root / "warmup-library"
+        facts = build_library(library, args.files, seed=0)
         build_library(warm, min(200, args.files), seed=1)
     for backend in backends:  # imports every module and warms every code path once
-        say(f"import: warm-up on {backend}")
         run_import(databases.fresh(backend, "warm"), warm, resources, args.timeout, "warm-up")
     results = {b: ImportResult(b, facts.files) for b in backends}
-    library = root / "library"
     for index in range(args.rounds):
         say(f"import round {index + 1}/{args.rounds}")
-        for backend in backends:
-            res = results[backend]
+        for backend, res in results.items():
             url = databases.fresh(backend, "import")
-            first = run_import(url, library, resources, args.timeout, f"{backend} first import")
-            _check_first(res, first)
-            res.import_seconds.append(first.seconds_measured)
-            rescans = []
+            first, seconds = run_import(url, library, resources, args.timeout, "first import")
+            res.check(first, first=True)
+            res.import_seconds.append(seconds)
             for _ in range(args.rescans):
-                again = run_import(url, library, resources, args.timeout, f"{backend} rescan")
-                _check_rescan(res, again)
-                res.rescan_seconds.append(again.seconds_measured)
-                rescans.append(again.seconds_measured)
-            say(
-                f"  {backend:<10} first import {first.seconds_measured:6.2f} s "
-                f"({facts.files / first.seconds_measured:5.0f} files/s)  rescans "
-                + ", ".join(f"{s:.2f} s" for s in rescans)
-            )
+                again, seconds = run_import(url, library, resources, args.timeout, "rescan")
+                res.check(again, first=False)
+                res.rescan_seconds.append(seconds)
+            say(f"  {backend:<10} first import {res.import_seconds[-1]:.2f} s, rescans "
+                + ", ".join(f"{s:.2f} s" for s in res.rescan_seconds[-args.rescans :]))  # fmt: skip
     return facts, list(results.values())
-
-
-def _check_first(res: ImportResult, summary: Any) -> None:
-    if summary.new != res.files or summary.failed or summary.updated or summary.moved:
-        note = (
-            f"first import: new={summary.new} updated={summary.updated} moved={summary.moved} "
-            f"failed={summary.failed} (expected new={res.files})"
-        )
-        if summary.failures:
-            note += f"; first failure: {summary.failures[0]}"
-        if note not in res.anomalies:
-            res.anomalies.append(note)
-
-
-def _check_rescan(res: ImportResult, summary: Any) -> None:
-    changed = summary.new + summary.updated + summary.moved + summary.missing + summary.failed
-    if summary.unchanged != res.files or changed:
-        note = (
-            f"rescan: unchanged={summary.unchanged} new={summary.new} updated="
-            f"{summary.updated} moved={summary.moved} missing={summary.missing} "
-            f"failed={summary.failed} (expected unchanged={res.files})"
-        )
-        if note not in res.anomalies:
-            res.anomalies.append(note)
 
 
 # -- 3. the catalog API --------------------------------------------------------------------
@@ -652,9 +561,6 @@ def is_count(statement: str) -> bool:
 def bench_api(
     args: argparse.Namespace, resources: h.Resources, databases: h.Databases, backend: str
 ) -> ApiResult:
-    from fastapi.testclient import TestClient
-
-    from lora_manager.api.app import create_app
     from lora_manager.catalog import repository
 
     url = databases.fresh(backend, "api")
@@ -669,13 +575,7 @@ def bench_api(
     )
     queries = api_queries(args.adapters)
     results = [QueryResult(q) for q in queries]
-    # The bulk load leaves this process with millions of objects a server would not hold:
-    # collect them and freeze the survivors, so the GC's full passes don't time the loader.
-    gc.collect()
-    gc.freeze()
-    app = create_app(settings, migrate_on_startup=False)
-    resources.engines.append(app.state.engine)
-    with TestClient(app) as client:
+    with resources.client(settings) as (app, client):
         for res in results:  # sanity and warm-up
             for _ in range(WARMUP_REQUESTS):
                 reply = client.get(res.query.url())
@@ -758,46 +658,35 @@ def explain(engine: Engine, statement: str, params: Any) -> str:
 
 
 def hash_section(hr: HashResult) -> list[str]:
-    def row(label: str, values: list[float], target: str = "—", ok: bool | None = None):
-        return [*h.stat_row(label, values, 0), target, h.verdict(ok)]
-
-    def ratio_row(label: str, value: float | None, target: str, ok: bool | None):
-        return [label, "", fmt(value, 2) + "x" if value else "—", "", "", target, h.verdict(ok)]
-
-    ra, rb = hr.ratio_single(), hr.ratio_parallel()
-    speedup = median(hr.parallel_py) / median(hr.single_py) if hr.single_py else None  # type: ignore[operator]
-    rows = [
-        row("(a) `sha256_file`, one file at a time", hr.single_py),
-        row("(a) `sha256sum FILE`, one file at a time", hr.single_tool),
-        ratio_row(
-            "(a) ratio `sha256_file` ÷ `sha256sum`",
-            ra,
-            f"≥ {HASH_RATIO_TARGET}x",
-            None if ra is None else ra >= HASH_RATIO_TARGET,
-        ),
-        row(f"(b) `hash_files`, {hr.workers} workers", hr.parallel_py),
-        row(f"(b) `sha256sum f1 … f{hr.files}`, one process", hr.serial_tool),
-        ratio_row(
-            "(b) ratio `hash_files` ÷ `sha256sum f1 … fN`",
-            rb,
-            "> 1x",
-            None if rb is None else rb > 1,
-        ),
-        *([row("reference: `openssl dgst -sha256 f1 … fN`", hr.openssl)] if hr.openssl else []),
-        ratio_row(
-            f"`hash_files` ÷ `sha256_file` (parallel speed-up, {hr.workers} cores)",
-            speedup,
-            "—",
-            None,
-        ),
-    ]
+    mb, ratio = hr.mbps, hr.ratio
+    b = "(b) ratio `hash_files` ÷ `sha256sum f1 … fN`"
+    specs = [  # (label, MB/s per round) or (label, ratio, target)
+        ("(a) `sha256_file`, one file at a time", mb["single_py"]),
+        ("(a) `sha256sum FILE`, one file at a time", mb["single_tool"]),
+        ("(a) ratio `sha256_file` ÷ `sha256sum`", ratio("single_py", "single_tool"), "≥ 0.9x"),
+        (f"(b) `hash_files`, {hr.workers} workers", mb["parallel_py"]),
+        (f"(b) `sha256sum f1 … f{hr.files}`, one process", mb["serial_tool"]),
+        (b, ratio("parallel_py", "serial_tool"), "> 1x"),
+        *([("reference: `openssl dgst -sha256 f1 … fN`", mb["openssl"])] if mb["openssl"] else []),
+        (f"`hash_files` ÷ `sha256_file` (parallel speed-up, {hr.workers} cores)",
+         ratio("parallel_py", "single_py"), "—"),
+    ]  # fmt: skip
+    rows = []
+    for label, value, *target in specs:
+        if isinstance(value, list):
+            rows.append([*h.stat_row(label, value, 0), "—", "—"])
+        else:
+            limit = {"≥ 0.9x": HASH_RATIO_TARGET, "> 1x": 1.0000001}.get(target[0])
+            ok = None if value is None or limit is None else value >= limit
+            rows.append([label, "", f"{fmt(value, 2)}x", "", "", target[0], h.verdict(ok)])
+    total = hr.files * hr.file_bytes / MB
     return [
         "### 1. Hashing throughput",
         "",
-        f"{hr.files} files of {hr.file_bytes // MIB} MiB of random bytes "
-        f"({hr.total_bytes / MB:,.0f} MB){' — ' + hr.note if hr.note else ''}, page cache warm. "
-        f"{hr.rounds} rounds; a round's figure is total bytes ÷ total wall time (MB = 10⁶ "
-        "bytes); `sha256sum` runs as a subprocess (start-up included); digests cross-checked.",
+        f"{hr.files} files of {hr.file_bytes // MIB} MiB of random bytes ({total:,.0f} MB)"
+        f"{' — ' + hr.note if hr.note else ''}, page cache warm. {len(mb['single_py'])} rounds; "
+        "a round's figure is total bytes ÷ total wall time (MB = 10⁶ bytes); `sha256sum` runs "
+        "as a subprocess (start-up included); digests are cross-checked.",
         "",
         h.table(("measurement", "n", "median MB/s", "min", "max", "target", "result"), rows),
         "",
@@ -807,33 +696,17 @@ def hash_section(hr: HashResult) -> list[str]:
 
 def import_section(args: argparse.Namespace, lib: LibraryFacts, imports: list[ImportResult]):
     rows = []
-    for res in imports:
-        db = h.LABELS[res.backend]
-        rows.append(
-            [
-                *h.stat_row(
-                    f"first import of {res.files:,} files, files/s", res.files_per_second(), 0
-                ),
-                db,
-                "—",
-                "—",
-            ]
-        )
-        rows.append([*h.stat_row("first import, seconds", res.import_seconds, 2), db, "—", "—"])
-    for res in imports:
-        med = median(res.rescan_seconds)
-        ok = None if med is None else med <= RESCAN_TARGET_S and not res.anomalies
-        rows.append(
-            [
-                *h.stat_row(
-                    f"rescan of the unchanged {res.files:,}, seconds", res.rescan_seconds, 2
-                ),
-                h.LABELS[res.backend],
-                f"≤ {RESCAN_TARGET_S:g} s",
-                h.verdict(ok),
-            ]
-        )
-    rows = [[r[0], r[5], *r[1:5], *r[6:]] for r in rows]
+    for r in imports:
+        rates = [r.files / s for s in r.import_seconds]
+        rows.append([*h.stat_row(f"first import of {r.files:,} files, files/s", rates, 0)])
+        rows.append([*h.stat_row("first import, seconds", r.import_seconds, 2)])
+        rows[-2:] = [[row[0], h.LABELS[r.backend], *row[1:], "—", "—"] for row in rows[-2:]]
+    for r in imports:
+        med = median(r.rescan_seconds)
+        ok = None if med is None else med <= RESCAN_TARGET_S and not r.anomalies
+        row = h.stat_row(f"rescan of the unchanged {r.files:,}, seconds", r.rescan_seconds, 2)
+        rows.append([row[0], h.LABELS[r.backend], *row[1:], f"≤ {RESCAN_TARGET_S:g} s"])
+        rows[-1].append(h.verdict(ok))
     return [
         "### 2. First import and rescan",
         "",
@@ -850,34 +723,23 @@ def import_section(args: argparse.Namespace, lib: LibraryFacts, imports: list[Im
     ]
 
 
+API_HEAD = ("query", "database", "matches", "n", "HTTP p50", "HTTP p99", "HTTP max", "repo p50")
+API_HEAD += ("SQL count p50", "SQL page p50", "target p99", "result")
+
+
 def api_section(args: argparse.Namespace, apis: list[ApiResult]) -> list[str]:
-    rows = [
-        [
-            *h.latency_row("baseline: `GET /health/live` (no database)", x.baseline, 99),
-            h.LABELS[x.backend],
-            "—",
-            *["—"] * 5,
-        ]
-        for x in apis
-    ]
+    def row(label: str, x: ApiResult, values: list[float], matches: str, *rest: str):
+        r = h.latency_row(label, values, 99)
+        return [r[0], h.LABELS[x.backend], matches, *r[1:], *(rest or ["—"] * 5)]
+
+    rows = [row("baseline: `GET /health/live` (no database)", x, x.baseline, "—") for x in apis]
     for key in [q.key for q in api_queries(args.adapters)]:
         for x in apis:
             r = next(r for r in x.queries if r.query.key == key)
-            row = h.latency_row(r.query.label, r.http, 99)
-            row[1] += " (budget)" if r.budget_hit else ""
-            rows.append(
-                [
-                    *row,
-                    h.LABELS[x.backend],
-                    f"{r.total:,}" if r.total is not None else "—",
-                    fmt_ms(median(r.repo)),
-                    fmt_ms(median(r.sql_count)),
-                    fmt_ms(median(r.sql_page)),
-                    f"≤ {API_P99_TARGET_MS:g} ms",
-                    h.verdict(r.passed()),
-                ]
-            )
-    rows = [[r[0], r[5], r[6], *r[1:5], *r[7:]] for r in rows]
+            sql = [fmt_ms(median(v)) for v in (r.repo, r.sql_count, r.sql_page)]
+            target, matches = f"≤ {API_P99_TARGET_MS:g} ms", f"{r.total or 0:,}"
+            rows.append(row(r.query.label, x, r.http, matches, *sql, target, h.verdict(r.passed())))
+            rows[-1][3] += " (budget)" if r.budget_hit else ""
     loads = "; ".join(
         f"{h.LABELS[x.backend]} {x.load.seconds:.1f} s ({x.load.adapters / x.load.seconds:,.0f}"
         f" adapters/s, {x.load.tags:,} tag rows) + ANALYZE {x.load.analyze_seconds:.1f} s"
@@ -886,50 +748,30 @@ def api_section(args: argparse.Namespace, apis: list[ApiResult]) -> list[str]:
     lines = [
         f"### 3. `GET /v1/adapters` with {args.adapters:,} adapters",
         "",
-        f"Adapters generated deterministically and bulk-loaded with Core (with what "
-        f"`replace_tags` and `refresh_search` write): {loads}. One in-process "
+        "Adapters generated deterministically and bulk-loaded with Core, with what "
+        f"`replace_tags` and `refresh_search` write: {loads}. One in-process "
         "`TestClient(create_app(settings, migrate_on_startup=False))`, default sort and page "
         f"size; {WARMUP_REQUESTS} untimed requests per query, then {args.requests} timed ones "
         "in blocks of 20, query after query. *repo* is `repository.list_adapters` alone; *SQL "
         "count/page* its two statements on a raw driver cursor; *matches* the answer's "
         "checked `total`. Times in ms; the target is judged on HTTP p99.",
         "",
-        h.table(
-            (
-                "query",
-                "database",
-                "matches",
-                "n",
-                "HTTP p50",
-                "HTTP p99",
-                "HTTP max",
-                "repo p50",
-                "SQL count p50",
-                "SQL page p50",
-                "target p99",
-                "result",
-            ),
-            rows,
-        ),
+        h.table(API_HEAD, rows),
         "",
-        *(
-            f"- ⚠ {h.LABELS[x.backend]}, {r.query.label}: {e}"
-            for x in apis
-            for r in x.queries
-            for e in r.errors
-        ),
     ]
+    for x in apis:
+        lines += [
+            f"- ⚠ {h.LABELS[x.backend]}, {r.query.label}: {e}" for r in x.queries for e in r.errors
+        ]
     shown = [(x, r) for x in apis for r in x.queries if args.plans or r.passed() is False]
     if shown:
-        lines += [
-            "Plans (SQLite: `EXPLAIN QUERY PLAN`; PostgreSQL: `EXPLAIN (ANALYZE, "
-            "BUFFERS)`) of the queries that miss their target:",
-            "",
-        ]
+        lines += ["Plans (SQLite: `EXPLAIN QUERY PLAN`; PostgreSQL: `EXPLAIN (ANALYZE, "
+                  "BUFFERS)`) of the queries shown:", ""]  # fmt: skip
     for x, r in shown:
         lines.append(f"<details><summary>{h.LABELS[x.backend]}, {r.query.label}</summary>\n")
         for statement, plan in r.plans:
-            lines += [f"{'count' if is_count(statement) else 'page'}:", "", "```", plan, "```", ""]
+            kind = "count" if is_count(statement) else "page"
+            lines += [f"{kind}:", "", "```", plan, "```", ""]
         lines += ["</details>", ""]
     return lines
 
@@ -938,37 +780,31 @@ def summary(hr: HashResult | None, imports: list[ImportResult], apis: list[ApiRe
     parts: list[str] = []
     if hr:
         parts.append(
-            f"Hashing: `sha256_file` runs at {fmt(hr.ratio_single(), 2)}x `sha256sum` one file "
-            f"at a time and `hash_files` at {fmt(hr.ratio_parallel(), 2)}x `sha256sum f1 … fN`"
-            + (
-                f"; `openssl dgst` reaches {fmt(median(hr.openssl), 0)} MB/s on one core (the "
-                "gap to `sha256sum` is coreutils' portable SHA-256 against OpenSSL's)."
-                if hr.openssl
-                else "."
-            )
+            f"Hashing: `sha256_file` runs at {fmt(hr.ratio('single_py', 'single_tool'), 2)}x "
+            "`sha256sum` one file at a time and `hash_files` at "
+            f"{fmt(hr.ratio('parallel_py', 'serial_tool'), 2)}x `sha256sum f1 … fN`; `openssl "
+            f"dgst` reaches {fmt(median(hr.mbps['openssl']), 0)} MB/s on one core (coreutils' "
+            "portable SHA-256 against OpenSSL's, which hashlib uses)."
         )
-    for res in imports:
-        med = median(res.rescan_seconds)
+    for r in imports:
+        med = median(r.rescan_seconds)
         parts.append(
-            f"{h.LABELS[res.backend]}: first import {fmt(median(res.files_per_second()), 0)} "
-            f"files/s, rescan {fmt(med, 2)} s "
-            f"({'within' if med and med <= RESCAN_TARGET_S else 'over'} the target)."
+            f"{h.LABELS[r.backend]}: first import "
+            f"{fmt(median([r.files / s for s in r.import_seconds]), 0)} files/s, rescan "
+            f"{fmt(med, 2)} s ({'within' if med and med <= RESCAN_TARGET_S else 'over'} target)."
         )
     for x in apis:
-        fails = [r for r in x.queries if r.passed() is False]
-        overhead = median(
-            [(median(r.http) or 0) - (median(r.repo) or 0) for r in x.queries if r.repo]
-        )
+        fails = [
+            f"{r.query.key} (p50 {fmt_ms(median(r.http))} ms)"
+            for r in x.queries
+            if r.passed() is False
+        ]
+        gap = median([(median(r.http) or 0) - (median(r.repo) or 0) for r in x.queries])
         parts.append(
             f"{h.LABELS[x.backend]} API: "
-            + (
-                "every query within p99 ≤ 50 ms"
-                if not fails
-                else "over target: "
-                + ", ".join(f"{r.query.key} (p50 {fmt_ms(median(r.http))} ms)" for r in fails)
-            )
-            + f"; HTTP p50 minus repository p50 is about {fmt_ms(overhead)} ms per request, of "
-            f"which {fmt_ms(median(x.baseline))} ms is the bare HTTP stack (`/health/live`)."
+            + ("over target: " + ", ".join(fails) if fails else "every query within p99 ≤ 50 ms")
+            + f"; HTTP p50 minus repository p50 is about {fmt_ms(gap)} ms per request, of which "
+            f"{fmt_ms(median(x.baseline))} ms is the bare HTTP stack (`/health/live`)."
         )
     return " ".join([*parts, "The machine is shared: compare medians."])
 

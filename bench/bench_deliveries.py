@@ -162,67 +162,37 @@ class Throughput:
 class Setup:
     """One configuration's database, queue and worker processes for part A."""
 
-    def __init__(
-        self,
-        config: str,
-        args: argparse.Namespace,
-        resources: h.Resources,
-        databases: h.Databases,
-        receiver: Receiver,
-        redis: Any,
-        server: Any,
-    ) -> None:
-        self.config = config
-        self.args = args
-        self.resources = resources
-        self.receiver = receiver
-        self.server = server
-        self.redis_pid = redis.process.pid if redis is not None else None
-        redis_url = redis.url if redis is not None else None
-        self.redis_url = redis_url
-        backend = "sqlite" if config == "sqlite" else "postgresql"
-        self.url = databases.fresh(backend, f"jobs-{config}")
-        queue_path = resources.root / f"queue-{config}.db"
+    def __init__(self, config: str, args: argparse.Namespace, res: h.Resources, url: str,
+                 receiver: Receiver, redis: Any, server: Any) -> None:  # fmt: skip
+        self.config, self.label, self.args, self.res = config, LABELS[config], args, res
+        self.receiver, self.server, self.redis = receiver, server, redis
+        queue_path = res.root / f"queue-{config}.db"
+        allow = receiver.base + "/"
         self.settings = h.make_settings(
-            self.url,
-            redis_url=redis_url,
+            url,
+            redis_url=redis and redis.url,
             queue_path=queue_path,
-            delivery_http_allowlist=[receiver.base + "/"],
+            delivery_http_allowlist=[allow],
         )
-        self.env = {
-            **h.base_env(resources.root),
-            "DATABASE_URL": self.url,
-            "QUEUE_PATH": str(queue_path),
-            "DELIVERY_HTTP_ALLOWLIST": receiver.base + "/",
-            "WORKER_SHUTDOWN_TIMEOUT": "5",
-        }
-        if redis_url:
-            self.env["REDIS_URL"] = redis_url
-        self.engine = resources.engine(self.settings)
+        self.env = h.base_env(res.root, DATABASE_URL=url, QUEUE_PATH=str(queue_path))
+        self.env.update(DELIVERY_HTTP_ALLOWLIST=allow, WORKER_SHUTDOWN_TIMEOUT="5")
+        self.env.update({"REDIS_URL": redis.url} if redis else {})
+        self.engine = res.engine(self.settings)
         self.procs: list[Any] = []
         self.logs: list[Path] = []
         self.finished = 0  # jobs of this database already finished (earlier batches)
-        self.result = Throughput(config, WORKERS[config], args.threads or self._threads())
-
-    def server_pid(self) -> int:
-        """The postmaster's pid."""
-        return int((self.server.data_dir / "postmaster.pid").read_text().split()[0])
-
-    def _threads(self) -> int:
         from lora_manager.core.config import Settings
 
-        return int(Settings.model_fields["worker_threads"].default)
+        threads = args.threads or int(Settings.model_fields["worker_threads"].default)
+        self.result = Throughput(config, WORKERS[config], threads)
 
     def start_workers(self) -> None:
         argv = [str(h.BIN_DIR / "lora-manager"), "worker"]
-        if self.args.threads:
-            argv += ["--workers", str(self.args.threads)]
+        argv += ["--workers", str(self.args.threads)] if self.args.threads else []
         for index in range(WORKERS[self.config]):
-            path = self.resources.root / "logs" / f"worker-{self.config}-{index}.log"
-            path.parent.mkdir(exist_ok=True)
-            with path.open("wb") as handle:
-                self.procs.append(self.resources.spawn(argv, self.env, handle))
-            self.logs.append(path)
+            self.logs.append(self.res.log(f"worker-{self.config}-{index}"))
+            with self.logs[-1].open("wb") as handle:
+                self.procs.append(self.res.spawn(argv, self.env, handle))
 
     def wait_consuming(self) -> None:
         """Until every worker is up and idle, judged by behaviour rather than log messages:
@@ -237,49 +207,42 @@ class Setup:
             self.check_alive()
             now = [h.process_cpu(p.pid) for p in self.procs]
             settled = all(b - a < SETTLED_CPU for a, b in zip(last, now, strict=True))
-            last = now
-            waiting = self._threads_in_brpop()
+            last, waiting = now, self._threads_in_brpop()
             if settled and (waiting is None or waiting >= expected):
                 return
             if time.monotonic() > deadline:
-                state = "" if waiting is None else f", {waiting}/{expected} threads on the queue"
                 raise BenchError(
-                    f"{LABELS[self.config]}: workers not idle on the queue after "
-                    f"{READY_TIMEOUT:g}s (CPU settled: {settled}{state})\n{tail(self.logs[0])}"
+                    f"{self.label}: workers not idle after {READY_TIMEOUT:g}s (CPU settled: "
+                    f"{settled}, {waiting}/{expected} threads in BRPOP)\n{tail(self.logs[0])}"
                 )
 
     def _threads_in_brpop(self) -> int | None:
         """Clients of the Redis queue's database blocked in BRPOP; None without Redis."""
-        if not self.redis_url:
+        if not self.redis:
             return None
         import redis as redis_client
 
-        client = redis_client.Redis.from_url(self.redis_url, socket_timeout=2)
+        client = redis_client.Redis.from_url(self.redis.url, socket_timeout=2)
         try:
-            db = client.connection_pool.connection_kwargs.get("db", 0)
-            return sum(
-                1
-                for c in client.client_list()
-                if c.get("cmd") == "brpop" and c.get("db") == str(db)
-            )
+            db = str(client.connection_pool.connection_kwargs.get("db", 0))
+            clients = client.client_list()
+            return sum(c.get("cmd") == "brpop" and c.get("db") == db for c in clients)
         except redis_client.RedisError:
             return 0
         finally:
             client.close()
 
-    def stop_workers(self) -> None:
-        self.resources.stop(*self.procs)
-        self.procs.clear()
-
     def check_alive(self) -> None:
         for index, proc in enumerate(self.procs):
             if proc.poll() is not None:
-                raise BenchError(
-                    f"{LABELS[self.config]}: worker {index} exited with {proc.returncode}\n"
-                    f"{tail(self.logs[index])}"
-                )
+                raise BenchError(f"{self.label}: worker {index} exited with {proc.returncode}"
+                                 f"\n{tail(self.logs[index])}")  # fmt: skip
 
-    # -- one batch ---------------------------------------------------------------------
+    def sql(self, statement: str) -> list[Any]:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            return list(conn.execute(text(statement)).all())
 
     def insert_jobs(self, count: int, tag: str) -> list[str]:
         """`count` pending http jobs, bulk-inserted in one transaction (not timed)."""
@@ -288,58 +251,30 @@ class Setup:
         from lora_manager.core.models import DeliveryJob, new_id, utcnow
 
         params = json.dumps({"url": self.receiver.hook, "data": {"steps": 20, "seed": 1}})
-        now = utcnow()
+        fixed = {"negative_prompt": "blurry", "mode": "http", "params": params, "attempts": 0}
+        fixed |= {"status": "pending", "max_attempts": 3, "created_at": utcnow()}
+        fixed |= {"adapters": [{"name": "ink-style", "weight": 0.8}], "is_favorite": False}
         rows = [
-            {
-                "id": new_id(),
-                "prompt": f"<lora:ink-style:0.8> a cat in the rain, {tag} {i}",
-                "negative_prompt": "blurry",
-                "adapters": [{"name": "ink-style", "weight": 0.8}],
-                "mode": "http",
-                "params": params,
-                "status": "pending",
-                "attempts": 0,
-                "max_attempts": 3,
-                "created_at": now,
-                "is_favorite": False,
-                "cancel_requested": False,
-            }
+            fixed
+            | {"id": new_id(), "prompt": f"<lora:ink-style:0.8> a cat in the rain, {tag} {i}"}
+            | {"cancel_requested": False}
             for i in range(count)
         ]
         with self.engine.begin() as conn:
             conn.execute(insert(DeliveryJob.__table__), rows)
         return [row["id"] for row in rows]
 
-    def counts(self) -> dict[str, int]:
-        from sqlalchemy import text
-
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT status, count(*) FROM deliveryjob GROUP BY status")
-            ).all()
-        return {str(status): int(n) for status, n in rows}
-
-    def last_finished(self) -> datetime:
-        from sqlalchemy import text
-
-        with self.engine.connect() as conn:
-            value = conn.execute(text("SELECT max(finished_at) FROM deliveryjob")).scalar()
-        if isinstance(value, str):  # SQLite through a text() query
-            value = datetime.fromisoformat(value)
-        if not isinstance(value, datetime):
-            raise BenchError(f"{LABELS[self.config]}: no finished_at after the batch")
-        return value
-
     def cpu_snapshot(self) -> dict[str, float]:
         snap = {"worker processes": sum(h.process_cpu(p.pid) for p in self.procs)}
         if self.server is not None:
-            snap["PostgreSQL"] = h.tree_cpu(self.server_pid())
-        if self.redis_pid is not None:
-            snap["Redis"] = h.process_cpu(self.redis_pid)
+            postmaster = (self.server.data_dir / "postmaster.pid").read_text().split()[0]
+            snap["PostgreSQL"] = h.tree_cpu(int(postmaster))
+        if self.redis is not None:
+            snap["Redis"] = h.process_cpu(self.redis.process.pid)
         snap["bench process (receiver, producer, poll)"] = h.self_cpu()
         return snap
 
-    def run_batch(self, count: int, tag: str, record: bool) -> Batch:
+    def run_batch(self, count: int, tag: str, record: bool) -> None:
         from lora_manager.core.models import utcnow
 
         self.check_alive()
@@ -348,118 +283,73 @@ class Setup:
         received_before = self.receiver.count
         time.sleep(IDLE_PAUSE)
         try:
-            calls: list[float] = []
             cpu_before, busy_before = self.cpu_snapshot(), h.machine_busy()
-            started = utcnow()
-            t0 = time.perf_counter()
-            for job_id in ids:
-                c0 = time.perf_counter()
-                enqueue(job_id)
-                calls.append(time.perf_counter() - c0)
+            started, t0 = utcnow(), time.perf_counter()
+            calls = h.timed(lambda n: enqueue(ids[n]), count)
             enqueue_seconds = time.perf_counter() - t0
             self._wait_done(count, tag)
             cpu_after, busy_after = self.cpu_snapshot(), h.machine_busy()
         finally:
             queue.close()
-        seconds = (self.last_finished() - started).total_seconds()
-        if seconds <= 0:
-            raise BenchError(f"{LABELS[self.config]}: batch {tag} ended before it began")
-        cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+        last = self.sql("SELECT max(finished_at) FROM deliveryjob")[0][0]
+        last = datetime.fromisoformat(last) if isinstance(last, str) else last  # SQLite text()
+        seconds = (last - started).total_seconds()
         received = self.receiver.count - received_before
-        if received != count:
-            raise BenchError(
-                f"{LABELS[self.config]}: batch {tag}: the receiver got {received} webhooks "
-                f"for {count} jobs"
-            )
-        batch = Batch(
-            jobs=count,
-            seconds=seconds,
-            enqueue_seconds=enqueue_seconds,
-            cpu=cpu,
-            busy=busy_after[0] - busy_before[0],
-            capacity=busy_after[1] - busy_before[1],
-        )
+        if seconds <= 0 or received != count:
+            raise BenchError(f"{self.label}: batch {tag}: {seconds:.3f} s, the receiver got "
+                             f"{received} webhooks for {count} jobs")  # fmt: skip
+        cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+        busy, capacity = (b - a for a, b in zip(busy_before, busy_after, strict=True))
+        batch = Batch(count, seconds, enqueue_seconds, cpu, busy, capacity)
         if record:
             self.result.batches.append(batch)
             self.result.enqueue_calls += calls
         say(
-            f"  {LABELS[self.config]:<28} {tag:<8} {count} jobs in {seconds:6.2f} s = "
-            f"{batch.rate:6.0f} jobs/s (queued in {enqueue_seconds:.2f} s; CPU/job "
+            f"  {self.label:<28} {tag:<8} {count} jobs in {seconds:6.2f} s = {batch.rate:6.0f} "
+            f"jobs/s (queued in {enqueue_seconds:.2f} s; CPU/job "
             + ", ".join(f"{k.split(' ')[0]} {v / count * 1000:.1f} ms" for k, v in cpu.items())
             + f"; not ours {batch.other / count * 1000:.1f} ms)"
         )
-        return batch
 
     def _wait_done(self, count: int, tag: str) -> None:
         target = self.finished + count
         last_done, last_change = -1, time.monotonic()
         deadline = time.monotonic() + self.args.timeout
         while True:
-            counts = self.counts()
-            done = counts.get("succeeded", 0)
-            bad = counts.get("failed", 0) + counts.get("cancelled", 0)
-            if bad:
-                raise BenchError(
-                    f"{LABELS[self.config]}: {bad} job(s) failed or were cancelled: "
-                    f"{self._last_error()}\n{tail(self.logs[0])}"
-                )
+            counts = dict(self.sql("SELECT status, count(*) FROM deliveryjob GROUP BY status"))
+            done, now = counts.get("succeeded", 0), time.monotonic()
+            if counts.get("failed", 0) + counts.get("cancelled", 0):
+                error = self.sql("SELECT status, last_error FROM deliveryjob WHERE status IN "
+                                 "('failed', 'cancelled') LIMIT 1")  # fmt: skip
+                raise BenchError(f"{self.label}: {error}\n{tail(self.logs[0])}")
             if done >= target:
                 self.finished = target
                 return
-            now = time.monotonic()
             if done != last_done:
                 last_done, last_change = done, now
-            elif now - last_change > STALL_TIMEOUT:
-                raise BenchError(
-                    f"{LABELS[self.config]}: batch {tag} stalled at {done - self.finished}/"
-                    f"{count} for {STALL_TIMEOUT:g}s ({counts})\n{tail(self.logs[0])}"
-                )
-            if now > deadline:
-                raise BenchError(
-                    f"{LABELS[self.config]}: batch {tag} not done after {self.args.timeout:g}s "
-                    f"({counts})"
-                )
+            if now - last_change > STALL_TIMEOUT or now > deadline:
+                at = f"{done - self.finished}/{count} ({counts})"
+                raise BenchError(f"{self.label}: batch {tag} stalled or too slow at {at}")
             self.check_alive()
             time.sleep(POLL_INTERVAL)
-
-    def _last_error(self) -> str:
-        from sqlalchemy import text
-
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                text(
-                    "SELECT status, last_error FROM deliveryjob "
-                    "WHERE status IN ('failed', 'cancelled') LIMIT 1"
-                )
-            ).first()
-        return f"{row[0]}: {row[1]}" if row else "?"
 
 
 def bench_throughput(
     args: argparse.Namespace,
-    resources: h.Resources,
+    res: h.Resources,
     databases: h.Databases,
     receiver: Receiver,
     redis: Any,
     server: Any,
 ) -> list[Throughput]:
-    setups: list[Setup] = []
+    setups = []
     for config in args.configs:
+        url = databases.fresh("sqlite" if config == "sqlite" else "postgresql", f"jobs-{config}")
         on_redis = config == "redis"
-        setups.append(
-            Setup(
-                config,
-                args,
-                resources,
-                databases,
-                receiver,
-                redis if on_redis else None,
-                server if on_redis else None,
-            )
-        )
-    for setup in setups:
-        say(f"throughput: starting {WORKERS[setup.config]} worker(s) on {LABELS[setup.config]}")
-        setup.start_workers()
+        setups.append(Setup(config, args, res, url, receiver, (on_redis and redis) or None,
+                            (on_redis and server) or None))  # fmt: skip
+        say(f"throughput: starting {WORKERS[config]} worker(s) on {LABELS[config]}")
+        setups[-1].start_workers()
     for setup in setups:
         setup.wait_consuming()
     say(f"throughput: warm-up batch of {args.warmup} jobs per configuration")
@@ -470,7 +360,7 @@ def bench_throughput(
         for setup in setups:
             setup.run_batch(args.jobs, f"round {index + 1}", record=True)
     for setup in setups:
-        setup.stop_workers()
+        res.stop(*setup.procs)
     return [s.result for s in setups]
 
 

@@ -720,36 +720,20 @@ def prompt_triggers(index: Any, prompt: str) -> set[str]:
 
 
 # Where a recommendation request spends its time: cumulative profile time of these calls.
-PROFILE_PARTS = (
-    ("index freshness check (VectorIndex.refresh)", "recommendations/index.py", "refresh"),
-    ("vector search (VectorIndex.score, Scores.top)", "recommendations/index.py", "score"),
-    ("vector search (VectorIndex.score, Scores.top)", "recommendations/index.py", "top"),
-    ("encode the prompt", "recommendations/service.py", "_encode"),
-    (
-        "trigger words in the prompt (_trigger_matches)",
-        "recommendations/service.py",
-        "_trigger_matches",
-    ),
-    ("score trigger holders (Scores.of)", "recommendations/index.py", "of"),
-    (
-        "adapter lookups (adapter_facts, active_adapter_ids)",
-        "recommendations/repository.py",
-        "adapter_facts",
-    ),
-    (
-        "adapter lookups (adapter_facts, active_adapter_ids)",
-        "catalog/repository.py",
-        "active_adapter_ids",
-    ),
-    (
-        "candidates' facts and feedback (repository.signals)",
-        "recommendations/repository.py",
-        "signals",
-    ),
-    ("preferences", "recommendations/repository.py", "preferences"),
-    ("rank", "recommendations/ranking.py", "rank"),
-    ("record the session + commit (_record)", "recommendations/service.py", "_record"),
-)
+PROFILE_PARTS = {
+    "index freshness check (VectorIndex.refresh)": "recommendations/index.py:refresh",
+    "vector search (VectorIndex.score, Scores.top)": "recommendations/index.py:score "
+    "recommendations/index.py:top",
+    "encode the prompt": "recommendations/service.py:_encode",
+    "trigger words in the prompt (_trigger_matches)": "recommendations/service.py:_trigger_matches",
+    "score trigger holders (Scores.of)": "recommendations/index.py:of",
+    "adapter lookups (adapter_facts, active_adapter_ids)": "recommendations/repository.py:"
+    "adapter_facts catalog/repository.py:active_adapter_ids",
+    "candidates' facts and feedback (repository.signals)": "recommendations/repository.py:signals",
+    "preferences": "recommendations/repository.py:preferences",
+    "rank": "recommendations/ranking.py:rank",
+    "record the session + commit (_record)": "recommendations/service.py:_record",
+}
 
 
 def where(path: str, line: int, function: str) -> str:
@@ -778,10 +762,11 @@ def profile_calls(
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     total = sum(entry[2] for entry in stats.values()) or 1.0
     parts: dict[str, float] = {}
-    for label, suffix, name in PROFILE_PARTS:
-        for (path, _line, function), entry in stats.items():
-            if function == name and path.replace(os.sep, "/").endswith(suffix):
-                parts[label] = parts.get(label, 0.0) + entry[3]
+    for label, places in PROFILE_PARTS.items():
+        for suffix, name in (place.split(":") for place in places.split()):
+            for (path, _line, function), entry in stats.items():
+                if function == name and path.replace(os.sep, "/").endswith(suffix):
+                    parts[label] = parts.get(label, 0.0) + entry[3]
     shares = [(label, seconds / total) for label, seconds in parts.items() if seconds > 0]
     shares.sort(key=lambda item: item[1], reverse=True)
     rest = 1.0 - sum(share for _, share in shares)
@@ -794,9 +779,6 @@ def profile_calls(
 
 
 def bench_api(args: argparse.Namespace, resources: h.Resources, library: Library) -> ApiResult:
-    from fastapi.testclient import TestClient
-
-    from lora_manager.api.app import create_app
     from lora_manager.catalog import repository as catalog
     from lora_manager.recommendations import repository as repo
     from lora_manager.recommendations.service import OVERFETCH
@@ -808,21 +790,17 @@ def bench_api(args: argparse.Namespace, resources: h.Resources, library: Library
     result.schema_interval = settings.schema_check_interval
     limit = 10  # the routes' default
     k = limit * OVERFETCH
-    gc.collect()
-    gc.freeze()  # what the set-up left behind is not the server's garbage
-    app = create_app(settings, migrate_on_startup=False)
-    resources.engines.append(app.state.engine)
-    checks = CheckCounter(app.state.engine)
-    recommender = app.state.recommender
-    index = recommender.index
-    sessions = app.state.session_factory
     kinds = [
         Kind("similar", "`GET /v1/recommendations/similar/{id}`", True),
         Kind("prompt", "`POST /v1/recommendations/for-prompt`, descriptive prompt", True),
         Kind("trigger", "`POST /v1/recommendations/for-prompt`, prompt naming a trigger", True),
     ]
     result.kinds = kinds
-    with TestClient(app) as client:
+    with resources.client(settings) as (app, client):
+        checks = CheckCounter(app.state.engine)
+        recommender = app.state.recommender
+        index = recommender.index
+        sessions = app.state.session_factory
         first_id = first_embedded(app.state.engine)
         started = time.perf_counter()
         reply = client.get(f"/v1/recommendations/similar/{first_id}")

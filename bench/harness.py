@@ -294,6 +294,23 @@ class Resources:
         self.engines.append(engine)
         return engine
 
+    @contextlib.contextmanager
+    def client(self, settings: Any) -> Iterator[tuple[Any, Any]]:
+        """(app, TestClient) of `create_app(settings, migrate_on_startup=False)`, after a full
+        collection and `gc.freeze()`, so what the set-up left behind is not the app's garbage."""
+        import gc
+
+        from fastapi.testclient import TestClient
+
+        from lora_manager.api.app import create_app
+
+        gc.collect()
+        gc.freeze()
+        app = create_app(settings, migrate_on_startup=False)
+        self.engines.append(app.state.engine)
+        with TestClient(app) as client:
+            yield app, client
+
     def dispose(self, engine: Any) -> None:
         engine.dispose()
         with contextlib.suppress(ValueError):
@@ -483,7 +500,7 @@ def table(head: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
 # -- machine facts, CPU and memory ---------------------------------------------------------
 
 
-def _proc_field(path: str, key: str) -> str | None:
+def proc_field(path: str, key: str) -> str | None:
     with contextlib.suppress(OSError):
         for line in Path(path).read_text().splitlines():
             if line.startswith(key):
@@ -496,11 +513,11 @@ def load_average() -> str:
 
 
 def machine_facts() -> dict[str, str]:
-    memory = _proc_field("/proc/meminfo", "MemTotal:")
+    memory = proc_field("/proc/meminfo", "MemTotal:")
     return {
         "date": time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime()),
         "nproc": str(len(os.sched_getaffinity(0))),
-        "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "cpu": proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
         "memory": f"{int(memory.split()[0]) / MIB:.1f} GiB" if memory else "unknown",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "os": f"{platform.system()} {platform.release()}",
@@ -591,7 +608,7 @@ def rss(pid: int | str = "self") -> dict[str, int]:
     """VmRSS and VmHWM of a process, in bytes."""
     found = {}
     for key in ("VmRSS", "VmHWM"):
-        value = _proc_field(f"/proc/{pid}/status", key + ":")
+        value = proc_field(f"/proc/{pid}/status", key + ":")
         found[key] = int(value.split()[0]) * 1024 if value else 0
     return found
 
