@@ -26,7 +26,7 @@ from lora_manager.api import create_app
 from lora_manager.core.config import Settings, load_settings
 from lora_manager.core.db import make_engine, make_session_factory
 from lora_manager.core.models import DeliveryJob, utcnow
-from lora_manager.core.queue import DeliveryQueue
+from lora_manager.core.queue import JobQueue
 from lora_manager.deliveries.runner import JobRunner
 from tests.support.fake_servers import WebhookServer, running_webhook, tiny_png
 from tests.support.orm import edit_row
@@ -91,7 +91,7 @@ class Api:
     client: TestClient
     settings: Settings
     sessions: sessionmaker[Session]
-    queue: DeliveryQueue  # a second handle on the queue the app writes to
+    queue: JobQueue  # a second handle on the queue the app writes to
 
     def create(self, body: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
         response = self.client.post("/v1/deliveries", json={**(body or http_job()), **changes})
@@ -161,7 +161,7 @@ def open_api(url: str, folder: Path, **overrides: Any) -> Iterator[Api]:
     """The app (no worker) on a database already at head, a session and a queue handle."""
     settings = make_settings(url, folder, **overrides)
     engine = make_engine(settings)
-    queue = DeliveryQueue(settings)
+    queue = JobQueue(settings)
     try:
         with TestClient(create_app(settings, migrate_on_startup=False)) as client:
             yield Api(client, settings, make_session_factory(engine), queue)
@@ -538,7 +538,7 @@ def test_a_created_job_lands_in_redis_when_redis_url_is_set(
         assert api.queue.backlog() == 0
         job = api.create()
         assert api.queue.backlog() == 1
-        elsewhere = DeliveryQueue(api.settings)  # what a worker process would build
+        elsewhere = JobQueue(api.settings)  # what a worker process would build
         try:
             assert elsewhere.backlog() == 1
         finally:

@@ -15,14 +15,10 @@ from typing import Any
 import pytest
 
 from lora_manager.core.config import Settings, load_settings
-from lora_manager.deliveries.backends import (
-    DeliveryError,
-    DeliveryRequest,
-    deliver_cli,
-    deliver_http,
-    deliver_sdnext,
-    url_allowed,
-)
+from lora_manager.deliveries.backends.base import DeliveryError, DeliveryRequest
+from lora_manager.deliveries.backends.cli import deliver_cli
+from lora_manager.deliveries.backends.http import deliver_http, url_allowed
+from lora_manager.deliveries.backends.sdnext import deliver_sdnext
 from tests.support.fake_servers import (
     SDNextServer,
     WebhookServer,

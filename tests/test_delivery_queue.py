@@ -22,10 +22,11 @@ from lora_manager.core.config import Settings, load_settings
 from lora_manager.core.db import make_engine
 from lora_manager.core.migrations import MigrationRunner
 from lora_manager.core.models import DeliveryJob, utcnow
-from lora_manager.core.queue import DeliveryQueue, JsonSerializer, QueueError, describe
+from lora_manager.core.queue import JobQueue, JsonSerializer, QueueError, describe
 from lora_manager.deliveries import repository as jobs
-from lora_manager.deliveries.consumer import QueueConsumer
 from lora_manager.deliveries.runner import retry_delay
+from lora_manager.deliveries.tasks import DELIVER_TASK
+from lora_manager.worker.consumer import QueueConsumer
 from tests.support.fake_servers import running_webhook
 from tests.support.postgres import free_port
 from tests.support.processes import background, wait_for_status
@@ -105,8 +106,8 @@ def test_a_pickled_message_is_refused_not_run() -> None:
 
 def test_redis_holds_json_messages(redis_url: str, tmp_path: Path) -> None:
     settings = settings_for(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path, redis_url=redis_url)
-    queue = DeliveryQueue(settings)
-    queue.enqueue("job-1")
+    queue = JobQueue(settings)
+    queue.enqueue(DELIVER_TASK, "job-1")
     assert queue.backlog() == 1
     client = redis.Redis.from_url(redis_url)
     keys = [k for k in client.keys("*") if client.type(k) == b"list"]
@@ -124,7 +125,7 @@ def test_an_unreachable_redis_is_a_queue_error(tmp_path: Path) -> None:
         f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path, redis_url=f"redis://127.0.0.1:{port}/0"
     )
     with pytest.raises(QueueError, match="unreachable"):
-        DeliveryQueue(settings).enqueue("job-1")
+        JobQueue(settings).enqueue(DELIVER_TASK, "job-1")
 
 
 def test_backoff_doubles_up_to_the_cap(tmp_path: Path) -> None:
@@ -214,7 +215,7 @@ def test_lost_messages_are_queued_again_only_when_the_queue_is_idle(
     (fresh,) = add_pending(settings)
     consumer = QueueConsumer(settings, threads=1)
     try:
-        consumer.queue.enqueue("something-else")
+        consumer.queue.enqueue(DELIVER_TASK, "something-else")
         assert consumer.sweep() == 0  # the queue is busy: its messages may still carry it
         consumer.queue.huey.flush()
         assert consumer.sweep() == 1  # idle: the overdue one goes back, the fresh one waits

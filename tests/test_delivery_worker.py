@@ -30,10 +30,11 @@ from lora_manager.core.config import Settings
 from lora_manager.core.db import make_engine, make_session_factory
 from lora_manager.core.migrations import MigrationRunner
 from lora_manager.core.models import DeliveryJob, utcnow
-from lora_manager.core.queue import DeliveryQueue
+from lora_manager.core.queue import JobQueue
 from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries import service
 from lora_manager.deliveries.schemas import DeliverySpec, Mode
+from lora_manager.deliveries.tasks import DELIVER_TASK
 from tests.support.fake_servers import SDNextServer, running_sdnext, tiny_png
 from tests.support.processes import REPO_ROOT
 from tests.support.webhooks import ScriptedWebhook, running_scripted_webhook
@@ -125,7 +126,7 @@ class Stack:
         self.workers: list[WorkerProcess] = []
         self._exit = ExitStack()
         self._engine: Engine | None = None
-        self._queue: DeliveryQueue | None = None
+        self._queue: JobQueue | None = None
 
     @property
     def engine(self) -> Engine:
@@ -134,9 +135,9 @@ class Stack:
         return self._engine
 
     @property
-    def queue(self) -> DeliveryQueue:
+    def queue(self) -> JobQueue:
         if self._queue is None:
-            self._queue = DeliveryQueue(self.settings)
+            self._queue = JobQueue(self.settings)
         return self._queue
 
     def migrate(self) -> Stack:
@@ -559,7 +560,7 @@ def test_worker_waits_for_the_schema_then_runs_jobs(
     stack = make_stack(db_url, DELIVERY_HTTP_ALLOWLIST=webhook.url)  # not migrated
     url = webhook.route("/hook")
     # A message already waiting: a worker that has no schema yet must leave it alone.
-    stack.queue.enqueue("queued-before-the-schema")
+    stack.queue.enqueue(DELIVER_TASK, "queued-before-the-schema")
     worker = stack.worker()
     line = worker.wait_for_line("waiting for the schema", 30)
     assert "head is" in line
@@ -669,7 +670,7 @@ def test_thousand_jobs_survive_a_killed_worker_exactly_once(
         session.commit()
         ids = [row.id for row in rows]
     for job_id in ids:
-        stack.queue.enqueue(job_id)
+        stack.queue.enqueue(DELIVER_TASK, job_id)
 
     workers = [stack.worker(workers=4, label=f"w{n}") for n in (1, 2, 3)]
     owners = [w.wait_consuming(30) for w in workers]
@@ -733,15 +734,15 @@ def test_duplicate_messages_run_a_job_once(
     ).migrate()
     url = webhook.route("/hook", delay=0.3)
     job_id = stack.submit("http", {"url": url})
-    stack.queue.enqueue(job_id)  # three messages for one job before any worker runs
-    stack.queue.enqueue(job_id)
+    stack.queue.enqueue(DELIVER_TASK, job_id)  # three messages for one job before any worker runs
+    stack.queue.enqueue(DELIVER_TASK, job_id)
     stack.worker(workers=4)
     stack.wait_finished([job_id])
     wait_until(lambda: stack.queue.backlog() == 0, 10, stack.explain())
 
     # After it succeeded: two more copies, then a job queued behind them.
-    stack.queue.enqueue(job_id)
-    stack.queue.enqueue(job_id)
+    stack.queue.enqueue(DELIVER_TASK, job_id)
+    stack.queue.enqueue(DELIVER_TASK, job_id)
     sentinel = stack.submit("http", {"url": url})
     rows = stack.wait_finished([job_id, sentinel])
     wait_until(lambda: stack.queue.backlog() == 0, 10, stack.explain())

@@ -19,10 +19,11 @@ from tests.support.workers import WorkerProcess, worker_env
 QUEUE_SCRIPT = """\
 import sys
 from lora_manager.core.config import load_settings
-from lora_manager.core.queue import DeliveryQueue
-queue = DeliveryQueue(load_settings())
+from lora_manager.core.queue import JobQueue
+from lora_manager.deliveries.tasks import DELIVER_TASK
+queue = JobQueue(load_settings())
 if len(sys.argv) > 1:
-    queue.enqueue(sys.argv[1])
+    queue.enqueue(DELIVER_TASK, sys.argv[1])
 print(queue.settings.queue_file)
 print(queue.backlog())
 queue.close()

@@ -16,10 +16,10 @@ import pytest
 from lora_manager.core.config import Settings
 from lora_manager.core.db import make_engine, make_session_factory
 from lora_manager.core.migrations import MigrationRunner
-from lora_manager.core.queue import DeliveryQueue
+from lora_manager.core.queue import JobQueue
 from lora_manager.deliveries import service
-from lora_manager.deliveries.consumer import FIRST_QUEUE_RETRY, MAX_QUEUE_RETRY, QueueWatch
 from lora_manager.deliveries.schemas import DeliverySpec, Mode
+from lora_manager.worker.consumer import FIRST_QUEUE_RETRY, MAX_QUEUE_RETRY, QueueWatch
 from tests.support.redis import running_redis
 from tests.support.workers import describe_jobs, job, running_worker, wait_until, worker_env
 
@@ -30,7 +30,7 @@ OUTAGE_SECONDS = 6.0
 
 def submit(settings: Settings, prompt: str) -> str:
     engine = make_engine(settings)
-    queue = DeliveryQueue(settings)
+    queue = JobQueue(settings)
     try:
         with make_session_factory(engine)() as session:
             spec = DeliverySpec(mode=Mode("cli"), params={})
@@ -103,7 +103,7 @@ def test_watch_reports_once_hides_the_password_and_backs_off(
     stop = threading.Event()
     error = ConnectionError("Error 111 connecting to redis://:s3cret-pw@127.0.0.1:6399/0.")
     pauses = []
-    with caplog.at_level(logging.INFO, logger="lora_manager.deliveries.consumer"):
+    with caplog.at_level(logging.INFO, logger="lora_manager.worker.consumer"):
         for _ in range(8):
             # Eight threads' tries in one round: one pause, no new lines.
             for _thread in range(8):

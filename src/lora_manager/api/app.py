@@ -21,7 +21,7 @@ from lora_manager.catalog.routes import router as catalog_router
 from lora_manager.core.config import Settings, get_settings
 from lora_manager.core.db import make_engine, make_session_factory
 from lora_manager.core.migrations import MigrationRunner
-from lora_manager.core.queue import DeliveryQueue
+from lora_manager.core.queue import JobQueue
 from lora_manager.core.version import package_version
 from lora_manager.deliveries.routes import jobs_router as deliveries_router
 from lora_manager.deliveries.routes import router as compose_router
@@ -101,7 +101,7 @@ def create_app(
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.schema_gate = SchemaGate(engine, settings.schema_check_interval)
-    app.state.queue = DeliveryQueue(settings)
+    app.state.queue = JobQueue(settings)
     app.state.recommender = Recommender(settings, engine)
 
     install_error_handlers(app)

@@ -8,7 +8,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 
 from lora_manager.core.config import Settings
-from lora_manager.core.queue import DeliveryQueue
+from lora_manager.core.queue import JobQueue
 
 
 def db_session(request: Request) -> Iterator[Session]:
@@ -24,7 +24,7 @@ async def app_settings(request: Request) -> Settings:
     return settings
 
 
-async def app_queue(request: Request) -> DeliveryQueue:
+async def app_queue(request: Request) -> JobQueue:
     """The job queue the app enqueues to (opened on first use)."""
-    queue: DeliveryQueue = request.app.state.queue
+    queue: JobQueue = request.app.state.queue
     return queue

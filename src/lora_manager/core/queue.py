@@ -1,8 +1,10 @@
 """The job queue: Huey on Redis when REDIS_URL is set, else on a SQLite file.
 
-The queue carries job ids only; the `deliveryjob` row decides whether a job runs (see
-`repository`). Messages are JSON, never pickle: whoever can write to Redis must not be able to
-run code in a worker.
+The queue knows no feature: it carries (task name, id) messages, the id naming the row that
+describes the work (a delivery job, an embedding run), and that row decides whether the work
+runs. Each feature declares its tasks in its `tasks` module; the worker registers them.
+Messages are JSON, never pickle: whoever can write to Redis must not be able to run code in a
+worker.
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ from lora_manager.core.errors import UnavailableError
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "lora-manager"
-TASK_NAME = "deliver"
-EMBED_TASK_NAME = "embed"
 _TIMES = ("eta", "expires_resolved")
 
 
@@ -101,23 +101,20 @@ def describe(settings: Settings) -> str:
     return f"SQLite ({settings.queue_file})"
 
 
-class DeliveryQueue:
-    """The job queue: delivery job ids, and embedding run ids. A worker passes `run` and
-    `embed` to execute them; the API only enqueues."""
+Handler = Callable[[str], None]
 
-    def __init__(
-        self,
-        settings: Settings,
-        run: Callable[[str], None] | None = None,
-        embed: Callable[[str], None] | None = None,
-    ) -> None:
+
+class JobQueue:
+    """The app-wide queue of background work: (task name, id) messages. Producers `enqueue`
+    a feature's task name and the id of the row that describes the work; a consumer first
+    `register`s a handler for each task name it runs (the API only enqueues)."""
+
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._run = run or _not_here
-        self._embed = embed or _not_here
+        self._handlers: dict[str, Handler] = {}
         self._huey: Huey | None = None
-        self._task: Any = None
-        self._embed_task: Any = None
-        self._lock = threading.Lock()
+        self._tasks: dict[str, Any] = {}
+        self._lock = threading.RLock()
 
     @property
     def huey(self) -> Huey:
@@ -125,29 +122,37 @@ class DeliveryQueue:
         with self._lock:
             if self._huey is None:
                 self._huey = make_huey(self.settings)
-                self._task = self._huey.task(name=TASK_NAME)(self._execute)
-                self._embed_task = self._huey.task(name=EMBED_TASK_NAME)(self._execute_embed)
+                for name in self._handlers:
+                    self._task(name)
             return self._huey
 
-    @property
-    def task(self) -> Any:
-        self.huey  # noqa: B018 — opens the queue and registers the task
-        return self._task
+    def register(self, name: str, handler: Handler) -> None:
+        """Run `handler(id)` for each message of task `name` this process consumes."""
+        with self._lock:
+            if name in self._handlers:
+                raise ValueError(f"task {name!r} already has a handler")
+            self._handlers[name] = handler
+            if self._huey is not None:
+                self._task(name)
 
-    def _execute(self, job_id: str) -> None:
-        self._run(job_id)
+    def _task(self, name: str) -> Any:
+        """The Huey task that carries `name` messages, made once per name. Its function is
+        defined here, so the messages' task name stays `lora_manager.core.queue.<name>`."""
+        with self._lock:
+            task = self._tasks.get(name)
+            if task is None:
 
-    def _execute_embed(self, run_id: str) -> None:
-        self._embed(run_id)
+                def execute(key: str) -> None:
+                    self._handlers.get(name, _not_here)(key)
 
-    def enqueue_embedding(self, run_id: str) -> None:
-        """Queue an embedding run; QueueError if the queue is unreachable."""
-        self.huey  # noqa: B018 — opens the queue and registers the tasks
-        _send(self._embed_task, run_id, 0.0)
+                task = self.huey.task(name=name)(execute)
+                self._tasks[name] = task
+            return task
 
-    def enqueue(self, job_id: str, *, delay: float = 0.0) -> None:
-        """Queue a job id, at once or after `delay` seconds; QueueError if unreachable."""
-        _send(self.task, job_id, delay)
+    def enqueue(self, name: str, key: str, *, delay: float = 0.0) -> None:
+        """Queue task `name` for id `key`, at once or after `delay` seconds; QueueError if
+        the queue is unreachable."""
+        _send(self._task(name), key, delay)
 
     def backlog(self) -> int:
         """Messages waiting to be taken (not the scheduled retries)."""
@@ -175,5 +180,5 @@ def _send(task: Any, key: str, delay: float) -> None:
         raise QueueError(f"queue unreachable ({type(exc).__name__})") from None
 
 
-def _not_here(job_id: str) -> None:
-    raise RuntimeError(f"job {job_id} reached a queue with no worker attached")
+def _not_here(key: str) -> None:
+    raise RuntimeError(f"{key} reached a queue with no worker attached")

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from lora_manager.core.config import Settings
 from lora_manager.core.dependencies import app_queue, app_settings, db_session
-from lora_manager.core.queue import DeliveryQueue
+from lora_manager.core.queue import JobQueue
 from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries import service
 from lora_manager.deliveries.compose import Composition
@@ -45,7 +45,7 @@ JOB_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 Config = Annotated[Settings, Depends(app_settings)]
-Queue = Annotated[DeliveryQueue, Depends(app_queue)]
+Queue = Annotated[JobQueue, Depends(app_queue)]
 
 
 def _composed(result: Composition) -> list[dict[str, Any]]:

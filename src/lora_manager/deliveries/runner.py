@@ -28,13 +28,12 @@ from lora_manager.core.config import Settings
 from lora_manager.core.db import short_error
 from lora_manager.core.models import utcnow
 from lora_manager.deliveries import repository as jobs
-from lora_manager.deliveries.backends import (
+from lora_manager.deliveries.backends import BACKENDS
+from lora_manager.deliveries.backends.base import (
+    DeliveryContext,
     DeliveryError,
     DeliveryRequest,
     DeliveryResult,
-    deliver_cli,
-    deliver_http,
-    deliver_sdnext,
 )
 
 log = logging.getLogger(__name__)
@@ -70,21 +69,15 @@ def retry_delay(settings: Settings, attempts: int) -> float:
     return min(settings.job_retry_delay * 2 ** max(attempts - 1, 0), settings.job_retry_max_delay)
 
 
-def request_for(row: dict[str, Any]) -> tuple[DeliveryRequest, dict[str, Any]]:
-    """The back end's request from a job row, and the mode's own options (the webhook URL)."""
-    params = json.loads(row["params"]) if row["params"] else {}
-    options: dict[str, Any] = {}
-    if row["mode"] == "http":
-        options["url"] = params.get("url", "")
-        params = params.get("data") or {}
-    request = DeliveryRequest(
+def request_for(row: dict[str, Any]) -> DeliveryRequest:
+    """The back end's request from a job row (its params as the mode's check accepted them)."""
+    return DeliveryRequest(
         job_id=row["id"],
         prompt=row["prompt"],
         negative_prompt=row["negative_prompt"],
         adapters=list(row["adapters"] or []),
-        params=params,
+        params=json.loads(row["params"]) if row["params"] else {},
     )
-    return request, options
 
 
 class JobRunner:
@@ -158,19 +151,16 @@ class JobRunner:
             self._end(job_id, jobs.SUCCEEDED, json.dumps(result.summary), None)
 
     def _deliver(self, row: dict[str, Any], stop: threading.Event) -> DeliveryResult:
-        request, options = request_for(row)
-        mode = row["mode"]
-        if mode == "http":
-            return deliver_http(self.settings, request, url=options["url"], client=self.http)
-        if mode == "cli":
-            return deliver_cli(self.settings, request, cancel=stop.is_set)
-        if mode == "sdnext":
+        backend = BACKENDS.get(row["mode"])
+        if backend is None:
+            raise DeliveryError(f"unknown mode {row['mode']!r}", transient=False)
+        request = request_for(row)
 
-            def progress(value: float) -> None:
-                jobs.set_progress(self.engine, request.job_id, self.owner, value)
+        def progress(value: float) -> None:
+            jobs.set_progress(self.engine, request.job_id, self.owner, value)
 
-            return deliver_sdnext(self.settings, request, cancel=stop.is_set, on_progress=progress)
-        raise DeliveryError(f"unknown mode {mode!r}", transient=False)
+        context = DeliveryContext(cancel=stop.is_set, on_progress=progress, http=self.http)
+        return backend.deliver(self.settings, request, context)
 
     def _failed(self, row: dict[str, Any], exc: DeliveryError, stop: threading.Event) -> None:
         job_id = row["id"]

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lora_manager.catalog.schemas import Weight
 from lora_manager.core.schemas import Flag, Int4, RequestModel, UtcDateTime
+from lora_manager.deliveries.backends import BACKENDS
 
 
 class ComposeIn(RequestModel):
@@ -58,10 +59,8 @@ class ComposeOut(BaseModel):
 # --- delivery jobs ----------------------------------------------------------------------------
 
 
-class Mode(StrEnum):
-    http = "http"
-    cli = "cli"
-    sdnext = "sdnext"
+# The delivery modes, one a back end, in the order BACKENDS lists them.
+Mode = StrEnum("Mode", {name: name for name in BACKENDS})  # type: ignore[misc]
 
 
 class JobStatus(StrEnum):

@@ -19,62 +19,22 @@ from lora_manager.core.config import Settings
 from lora_manager.core.errors import ConflictError, InvalidInputError, NotFoundError
 from lora_manager.core.models import DeliveryJob, utcnow
 from lora_manager.core.paths import inside
-from lora_manager.core.queue import DeliveryQueue, QueueError
+from lora_manager.core.queue import JobQueue, QueueError
 from lora_manager.deliveries import repository as jobs
-from lora_manager.deliveries.backends import (
-    DeliveryError,
-    DeliveryRequest,
-    txt2img_parameters,
-    url_allowed,
-)
+from lora_manager.deliveries.backends import BACKENDS
 from lora_manager.deliveries.compose import Composition, compose
 from lora_manager.deliveries.schemas import ComposeIn, DeliverySpec, JobOut
+from lora_manager.deliveries.tasks import enqueue_delivery
 
 log = logging.getLogger(__name__)
-
-_SDNEXT_KEYS = frozenset(
-    ("steps", "sampler_name", "cfg_scale", "width", "height", "seed", "batch_size", "n_iter")
-)
 
 
 def check_params(settings: Settings, mode: str, params: dict[str, Any]) -> dict[str, Any]:
     """The mode's parameters, checked now so a job that cannot run is never queued."""
-    if mode == "http":
-        unknown = sorted(set(params) - {"url", "data"})
-        if unknown:
-            raise InvalidInputError(
-                f"unknown http params: {', '.join(unknown)} (allowed: url, data)"
-            )
-        url = params.get("url")
-        if not isinstance(url, str) or not url:
-            raise InvalidInputError("http mode needs params.url")
-        if not url_allowed(url, settings.delivery_http_allowlist):
-            raise InvalidInputError("params.url is not under any DELIVERY_HTTP_ALLOWLIST entry")
-        if not isinstance(params.get("data", {}), dict):
-            raise InvalidInputError("params.data must be a JSON object")
-    elif mode == "cli":
-        if params:
-            raise InvalidInputError(
-                "cli mode takes no params (the command comes from the settings)"
-            )
-        if not settings.delivery_cli_command:
-            raise InvalidInputError("cli mode is not configured: set DELIVERY_CLI_COMMAND")
-    elif mode == "sdnext":
-        if not settings.sdnext_url:
-            raise InvalidInputError("sdnext mode is not configured: set SDNEXT_URL")
-        unknown = sorted(set(params) - _SDNEXT_KEYS)
-        if unknown:
-            allowed = ", ".join(sorted(_SDNEXT_KEYS))
-            raise InvalidInputError(
-                f"unknown sdnext params: {', '.join(unknown)} (allowed: {allowed})"
-            )
-        try:
-            txt2img_parameters(settings, DeliveryRequest("check", "check", None, [], params))
-        except DeliveryError as exc:
-            raise InvalidInputError(f"params: {exc.message}") from None
-    else:
+    backend = BACKENDS.get(mode)
+    if backend is None:
         raise InvalidInputError(f"unknown mode {mode!r}")
-    return params
+    return backend.check_params(settings, params)
 
 
 def compose_from(session: Session, body: ComposeIn) -> Composition:
@@ -100,7 +60,7 @@ def compose_from(session: Session, body: ComposeIn) -> Composition:
 def queue_job(
     session: Session,
     settings: Settings,
-    queue: DeliveryQueue,
+    queue: JobQueue,
     spec: DeliverySpec,
     *,
     prompt: str,
@@ -129,9 +89,9 @@ def queue_job(
     return job
 
 
-def _enqueue(queue: DeliveryQueue, job_id: str) -> None:
+def _enqueue(queue: JobQueue, job_id: str) -> None:
     try:
-        queue.enqueue(job_id)
+        enqueue_delivery(queue, job_id)
     except QueueError as exc:
         log.warning(
             "job %s saved but not queued (%s); a worker's sweeper will queue it", job_id, exc
@@ -157,7 +117,7 @@ def cancel(session: Session, job_id: str) -> DeliveryJob:
     return job
 
 
-def retry(session: Session, settings: Settings, queue: DeliveryQueue, job_id: str) -> DeliveryJob:
+def retry(session: Session, settings: Settings, queue: JobQueue, job_id: str) -> DeliveryJob:
     """A failed or cancelled job runs again, with its attempts counted afresh."""
     job = require(session, job_id)
     if not jobs.reset_for_retry(session, job_id, job.max_attempts or settings.job_max_attempts):

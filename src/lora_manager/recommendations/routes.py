@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from lora_manager.core.dependencies import app_queue, db_session
-from lora_manager.core.queue import DeliveryQueue
+from lora_manager.core.queue import JobQueue
 from lora_manager.core.responses import INVALID, UNAUTHORIZED, Responses
 from lora_manager.recommendations import service
 from lora_manager.recommendations.schemas import (
@@ -40,7 +40,7 @@ async def _recommender(request: Request) -> Recommender:  # async: no thread han
 
 
 Rec = Annotated[Recommender, Depends(_recommender)]
-Queue = Annotated[DeliveryQueue, Depends(app_queue)]
+Queue = Annotated[JobQueue, Depends(app_queue)]
 
 
 def _out(answer: Answer) -> RecommendationsOut:

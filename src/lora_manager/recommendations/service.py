@@ -24,7 +24,7 @@ from lora_manager.core.config import Settings
 from lora_manager.core.db import short_error
 from lora_manager.core.errors import InvalidInputError, NotFoundError, UnavailableError
 from lora_manager.core.models import Adapter, EmbeddingRun, utcnow
-from lora_manager.core.queue import DeliveryQueue, QueueError
+from lora_manager.core.queue import JobQueue, QueueError
 from lora_manager.recommendations import repository as repo
 from lora_manager.recommendations.embedders import (
     Embedder,
@@ -35,6 +35,7 @@ from lora_manager.recommendations.embedders import (
 from lora_manager.recommendations.index import VectorIndex
 from lora_manager.recommendations.ranking import Candidate, Ranked, rank
 from lora_manager.recommendations.repository import Preference as Preference
+from lora_manager.recommendations.tasks import enqueue_embedding
 from lora_manager.recommendations.text import normalize_trigger
 
 log = logging.getLogger(__name__)
@@ -381,7 +382,7 @@ def start_run(
 
 def queue_run(
     session: Session,
-    queue: DeliveryQueue,
+    queue: JobQueue,
     model: str,
     adapter_ids: Sequence[str] | None,
     force: bool,
@@ -392,11 +393,11 @@ def queue_run(
     return run
 
 
-def _enqueue(session: Session, queue: DeliveryQueue, run: EmbeddingRun) -> str | None:
+def _enqueue(session: Session, queue: JobQueue, run: EmbeddingRun) -> str | None:
     """Queue the run for a worker; if the queue cannot take it, the run is recorded as failed
     and the reason returned."""
     try:
-        queue.enqueue_embedding(run.id)
+        enqueue_embedding(queue, run.id)
     except QueueError as exc:
         run.status, run.error = "failed", str(exc)
         session.commit()
@@ -410,7 +411,7 @@ def refresh_after_import(sessions: sessionmaker[Session], settings: Settings) ->
     model, _ = model_of(settings.recommendation_embedder)
     with sessions() as session:
         run = start_run(session, model, None, force=False)
-        error = _enqueue(session, DeliveryQueue(settings), run)
+        error = _enqueue(session, JobQueue(settings), run)
         if error is not None:
             log.warning("embeddings not queued after the import: %s", error)
             return None

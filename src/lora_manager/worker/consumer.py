@@ -1,5 +1,6 @@
-"""A queue consumer: Huey's worker threads running jobs, plus this process's lease keeper and
-the sweeper that gives a dead worker's jobs (and jobs whose message was lost) back to the queue.
+"""A queue consumer: Huey's worker threads running every feature's tasks, plus this process's
+lease keeper and the sweeper that gives a dead worker's jobs (and jobs whose message was lost)
+back to the queue. The one place that registers the features' tasks (`register_tasks`).
 
 Used by `lora-manager worker` (its own process) and by `lora-manager serve` on the embedded
 default (inside the API process). The caller handles signals; `stop()` shuts down gracefully.
@@ -15,16 +16,17 @@ from typing import Any, TypeVar
 
 from huey import Huey
 from huey.consumer import Consumer
+from sqlalchemy.engine import Engine
 
 from lora_manager.core import queue as job_queue
 from lora_manager.core.config import Settings
 from lora_manager.core.db import make_engine, make_session_factory
 from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries.runner import JobRunner
+from lora_manager.deliveries.tasks import DELIVER_TASK, deliver_task, enqueue_delivery
 from lora_manager.recommendations import repository as runs
-from lora_manager.recommendations.embedders import Embedder, make_embedder
-from lora_manager.recommendations.embedding import run_embedding
 from lora_manager.recommendations.service import queue_if_stale
+from lora_manager.recommendations.tasks import EMBED_TASK, embed_task, enqueue_embedding
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -174,6 +176,14 @@ class _QuietConsumer(Consumer):
         return scheduler
 
 
+def register_tasks(
+    queue: job_queue.JobQueue, settings: Settings, engine: Engine, runner: JobRunner
+) -> None:
+    """Every feature's background tasks, with the handlers this process runs them with."""
+    queue.register(DELIVER_TASK, deliver_task(runner, queue))
+    queue.register(EMBED_TASK, embed_task(settings, engine))
+
+
 class QueueConsumer:
     def __init__(
         self, settings: Settings, threads: int, echo: Callable[[str], None] | None = None
@@ -185,10 +195,8 @@ class QueueConsumer:
         # No ping per checkout: the runner retries a statement whose connection dropped.
         self.engine = make_engine(settings, sqlite_writer=True, pre_ping=False)
         self.runner = JobRunner(settings, self.engine)
-        self.queue = job_queue.DeliveryQueue(settings, run=self.runner.run, embed=self._embed)
-        self._embedder: Embedder | None = None
-        self._embedder_lock = threading.Lock()
-        self.runner.enqueue = lambda job_id, delay: self.queue.enqueue(job_id, delay=delay)
+        self.queue = job_queue.JobQueue(settings)
+        register_tasks(self.queue, settings, self.engine, self.runner)
         self.threads = threads
         self._stopping = threading.Event()
         self.watch = QueueWatch(settings)
@@ -206,13 +214,6 @@ class QueueConsumer:
             threading.Thread(target=self._keep_leases, name="lease-keeper", daemon=True),
             threading.Thread(target=self._sweep, name="lease-sweeper", daemon=True),
         ]
-
-    def _embed(self, run_id: str) -> None:
-        """An embedding run; the embedder loads once per process, on the first run."""
-        with self._embedder_lock:
-            if self._embedder is None:
-                self._embedder = make_embedder(self.settings.recommendation_embedder)
-        run_embedding(make_session_factory(self.engine), self._embedder, run_id)
 
     def start(self) -> None:
         # Before consuming, so "thread(s) as" in the log means the check is done.
@@ -309,10 +310,14 @@ class QueueConsumer:
         return max(10 * self.settings.job_lease_seconds, 60.0)
 
     def _enqueue_quietly(self, job_id: str) -> bool:
-        return self._send_quietly(self.queue.enqueue, "job", job_id)
+        return self._send_quietly(lambda key: enqueue_delivery(self.queue, key), "job", job_id)
 
     def _enqueue_run_quietly(self, run_id: str) -> int:
-        return int(self._send_quietly(self.queue.enqueue_embedding, "embedding run", run_id))
+        return int(
+            self._send_quietly(
+                lambda key: enqueue_embedding(self.queue, key), "embedding run", run_id
+            )
+        )
 
     def _send_quietly(self, enqueue: Callable[[str], None], what: str, key: str) -> bool:
         """Queue an id; if the queue is away, say so once (the watch): the next sweep tries

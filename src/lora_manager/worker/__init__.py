@@ -1,5 +1,6 @@
 """The worker process: waits for the database and for the schema to reach head, then
-consumes the delivery queue until SIGTERM or SIGINT, letting running jobs finish."""
+consumes the job queue (every feature's tasks, see `consumer`) until SIGTERM or SIGINT,
+letting running jobs finish."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ class Worker:
         if not self.wait_for_schema():
             self.echo("worker: stopped before the schema reached head")
             return 0
-        from lora_manager.deliveries.consumer import QueueConsumer
+        from lora_manager.worker.consumer import QueueConsumer
 
         self.echo("worker: schema at head, consuming")
         consumer = QueueConsumer(self.settings, self.threads, echo=self.echo)
