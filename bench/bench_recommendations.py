@@ -114,12 +114,6 @@ def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
-def checkpoint(engine: Engine) -> None:
-    """Fold the WAL into the database file, so it can be copied alone."""
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
 def quiet_logs() -> None:
     # Alembic's logging config (run by the migrations) turns INFO on; the test client would
     # log every request.
@@ -271,11 +265,9 @@ def new_library(
                 library.embed_seconds = bulk_embed(engine, rows, light)
                 verify_bulk(engine, light, [row["id"] for row in rows[:: max(1, count // 200)]])
             library.how = "bulk"
-        with engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
-        checkpoint(engine)
     finally:
         resources.dispose(engine)
+    analyze(resources, url)
     say(
         f"  generated in {library.build_seconds:.1f} s, inserted in "
         f"{library.insert_seconds:.1f} s"
@@ -394,7 +386,6 @@ class EmbedResult:
     text_chars: float = 0.0
     encode_cold: list[float] = field(default_factory=list)  # texts/s
     encode_warm: list[float] = field(default_factory=list)
-    cold_note: str = ""
     light_subset: list[float] = field(default_factory=list)  # texts/s on the semantic texts
     light_single: list[float] = field(default_factory=list)  # seconds per one-prompt encode
     semantic: dict[str, Any] | None = None
@@ -406,27 +397,10 @@ class EmbedResult:
         return [self.adapters / s for s in self.seconds]
 
 
-class TimedEmbedder:
-    """An embedder that adds the time of every encode to a phase."""
-
-    def __init__(self, inner: Any, phases: dict[str, float]) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.dim = inner.dim
-        self.phases = phases
-
-    def encode(self, texts: Sequence[str]) -> Any:
-        started = time.perf_counter()
-        try:
-            return self.inner.encode(texts)
-        finally:
-            self.phases["encode"] += time.perf_counter() - started
-
-
 @contextlib.contextmanager
-def phase_timers(phases: dict[str, float]) -> Iterator[None]:
+def phase_timers(phases: dict[str, float], embedder: Any) -> Iterator[None]:
     """Time embed_adapters' phases by wrapping, for the duration, the functions it looks up
-    at call time (restored afterwards; a few µs per call on ~20,000 calls per run)."""
+    at call time and the embedder's `encode` (a few µs per call on ~20,000 calls per run)."""
     from lora_manager.recommendations import embedding
     from lora_manager.recommendations import repository as repo
 
@@ -440,20 +414,29 @@ def phase_timers(phases: dict[str, float]) -> Iterator[None]:
 
         return wrapper
 
-    patches = [
-        (embedding, "adapter_text", "text"),
-        (embedding, "source_hash", "text"),
-        (embedding, "_store", "store"),
-        (repo, "adapters_page", "page"),
-    ]
-    originals = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    patches = [(embedding, "adapter_text", "text"), (embedding, "source_hash", "text")]
+    patches += [(embedding, "_store", "store"), (repo, "adapters_page", "page")]
+    patches += [(embedder, "encode", "encode")]
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
     try:
-        for module, name, phase in patches:
-            setattr(module, name, timed(phase, getattr(module, name)))
+        for owner, name, phase in patches:
+            setattr(owner, name, timed(phase, getattr(owner, name)))
         yield
     finally:
-        for module, name, original in originals:
-            setattr(module, name, original)
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+
+
+def analyze(resources: h.Resources, url: str) -> None:
+    """Statistics for the planner, and the WAL folded into the file (so it can be copied)."""
+    engine = resources.engine(h.make_settings(url))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        resources.dispose(engine)
 
 
 def clear_feature_caches() -> bool:
@@ -494,10 +477,9 @@ def bench_embed(
             sessions = make_session_factory(engine)
             clear_feature_caches()
             phases: dict[str, float] = defaultdict(float)
-            timed = TimedEmbedder(light, phases)
-            with time_limit("embed_adapters", args.timeout), phase_timers(phases):
+            with time_limit("embed_adapters", args.timeout), phase_timers(phases, light):
                 started = time.perf_counter()
-                counted = embed_adapters(sessions, timed)
+                counted = embed_adapters(sessions, light)
                 seconds = time.perf_counter() - started
             if counted.computed != count or counted.unchanged:
                 raise BenchError(f"embed_adapters: {counted}, expected {count} computed")
@@ -507,7 +489,6 @@ def bench_embed(
                 recheck = time.perf_counter() - started
             if again.computed or again.unchanged != count:
                 raise BenchError(f"embed_adapters again: {again}, expected {count} unchanged")
-            checkpoint(engine)
         finally:
             resources.dispose(engine)
         result.seconds.append(seconds)
@@ -526,14 +507,7 @@ def bench_embed(
         kept.embed_seconds, kept.how = seconds, "embed_adapters"
     assert kept is not None
     shutil.rmtree(template_path.parent, ignore_errors=True)
-    # Statistics for the planner, as the bulk-loaded libraries get them (after the vectors).
-    engine = resources.engine(h.make_settings(kept.url))
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
-        checkpoint(engine)
-    finally:
-        resources.dispose(engine)
+    analyze(resources, kept.url)  # as the bulk-loaded libraries get, after the vectors
     result.library = kept
 
     # The encoders alone, on the same adapters' texts.
@@ -545,29 +519,21 @@ def bench_embed(
     with time_limit("light encode", args.timeout):
         for _ in range(args.rounds):
             if not clear_feature_caches():
-                result.cold_note = "the feature caches were not found: cold = warm"
-            started = time.perf_counter()
-            light.encode(texts)
-            result.encode_cold.append(len(texts) / (time.perf_counter() - started))
-        for _ in range(args.rounds):
-            started = time.perf_counter()
-            light.encode(texts)
-            result.encode_warm.append(len(texts) / (time.perf_counter() - started))
-    say(
-        f"  cold {median(result.encode_cold):,.0f} texts/s, warm "
-        f"{median(result.encode_warm):,.0f} texts/s"
-    )
+                say("  the light embedder's feature caches were not found: cold = warm")
+            result.encode_cold += [
+                len(texts) / s for s in h.timed(lambda _: light.encode(texts), 1)
+            ]
+        result.encode_warm = [
+            len(texts) / s for s in h.timed(lambda _: light.encode(texts), args.rounds)
+        ]
+    say(f"  cold {median(result.encode_cold):,.0f}, warm {median(result.encode_warm):,.0f} texts/s")
     step = max(1, len(texts) // args.semantic_texts)
     subset = texts[::step][: args.semantic_texts]
     result.semantic_texts = len(subset)
-    for _ in range(args.rounds):
-        started = time.perf_counter()
-        light.encode(subset)
-        result.light_subset.append(len(subset) / (time.perf_counter() - started))
-    for n in range(100):
-        started = time.perf_counter()
-        light.encode([PLAIN_PROMPTS[n % len(PLAIN_PROMPTS)]])
-        result.light_single.append(time.perf_counter() - started)
+    subset_times = h.timed(lambda _: light.encode(subset), args.rounds)
+    result.light_subset = [len(subset) / s for s in subset_times]
+    prompts = PLAIN_PROMPTS
+    result.light_single = h.timed(lambda n: light.encode([prompts[n % len(prompts)]]), 100)
     bench_semantic(args, resources, result, subset)
     return result, kept
 
