@@ -33,6 +33,7 @@ lint: dev
 	$(BIN)/ruff check src tests bench infrastructure
 	$(BIN)/ruff format --check src tests bench infrastructure
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 bench: dev
 	$(BIN)/python bench/bench_migrations.py --out docs/benchmarks.md

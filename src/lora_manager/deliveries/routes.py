@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from lora_manager.core.config import Settings
 from lora_manager.core.dependencies import app_queue, app_settings, db_session
 from lora_manager.core.queue import JobQueue
-from lora_manager.deliveries import repository as jobs
+from lora_manager.core.responses import DATABASE_UNAVAILABLE, UNAUTHORIZED, Responses
 from lora_manager.deliveries import service
 from lora_manager.deliveries.compose import Composition
 from lora_manager.deliveries.schemas import (
@@ -32,12 +32,12 @@ from lora_manager.deliveries.schemas import (
 router = APIRouter(tags=["compose"])
 jobs_router = APIRouter(prefix="/deliveries", tags=["deliveries"])
 Db = Annotated[Session, Depends(db_session)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or wrong X-API-Key"},
+ERRORS: Responses = {
+    **UNAUTHORIZED,
     422: {"description": "Unknown adapter ids or invalid parameters"},
-    503: {"description": "Database unreachable, busy or refusing writes, or schema not at head"},
+    **DATABASE_UNAVAILABLE,
 }
-JOB_ERRORS: dict[int | str, dict[str, Any]] = {
+JOB_ERRORS: Responses = {
     **ERRORS,
     404: {"description": "No such job"},
     409: {"description": "Not allowed in the job's current status"},
@@ -116,7 +116,7 @@ def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> JobPage:
-    where = jobs.JobFilter(
+    where = service.JobFilter(
         status=[s.value for s in status],
         mode=[m.value for m in mode],
         favorite=favorite,
@@ -124,11 +124,8 @@ def list_deliveries(
         min_rating=rating_min,
         rated=rated,
     )
-    items, total = jobs.list_jobs(
+    return service.page(
         session, where, sort=sort.value, descending=order == "desc", limit=limit, offset=offset
-    )
-    return JobPage(
-        total=total, limit=limit, offset=offset, items=[service.job_out(j) for j in items]
     )
 
 

@@ -66,7 +66,7 @@ def make_owner() -> str:
 
 def retry_delay(settings: Settings, attempts: int) -> float:
     """Exponential backoff: the first retry after JOB_RETRY_DELAY, doubling, capped."""
-    return min(settings.job_retry_delay * 2 ** max(attempts - 1, 0), settings.job_retry_max_delay)
+    return min(settings.job_retry_delay * 2.0 ** max(attempts - 1, 0), settings.job_retry_max_delay)
 
 
 def request_for(row: dict[str, Any]) -> DeliveryRequest:

@@ -23,7 +23,8 @@ from lora_manager.core.queue import JobQueue, QueueError
 from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries.backends import BACKENDS
 from lora_manager.deliveries.compose import Composition, compose
-from lora_manager.deliveries.schemas import ComposeIn, DeliverySpec, JobOut
+from lora_manager.deliveries.repository import JobFilter
+from lora_manager.deliveries.schemas import ComposeIn, DeliverySpec, JobOut, JobPage
 from lora_manager.deliveries.tasks import enqueue_delivery
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,22 @@ def _enqueue(queue: JobQueue, job_id: str) -> None:
         log.warning(
             "job %s saved but not queued (%s); a worker's sweeper will queue it", job_id, exc
         )
+
+
+def page(
+    session: Session,
+    where: JobFilter,
+    *,
+    sort: str,
+    descending: bool,
+    limit: int,
+    offset: int,
+) -> JobPage:
+    """One page of jobs matching `where`, with the total."""
+    items, total = jobs.list_jobs(
+        session, where, sort=sort, descending=descending, limit=limit, offset=offset
+    )
+    return JobPage(total=total, limit=limit, offset=offset, items=[job_out(j) for j in items])
 
 
 def require(session: Session, job_id: str) -> DeliveryJob:

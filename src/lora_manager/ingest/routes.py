@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from sqlalchemy.orm import Session
@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from lora_manager.catalog.schemas import AdapterDetail, RegisterIn
 from lora_manager.core.dependencies import db_session
 from lora_manager.core.errors import NotFoundError
+from lora_manager.core.responses import DATABASE_UNAVAILABLE, UNAUTHORIZED, Responses
 from lora_manager.ingest import runs
 from lora_manager.ingest.schemas import ImportIn, ImportOut
 from lora_manager.ingest.service import register_file
@@ -18,10 +19,7 @@ router = APIRouter(prefix="/imports", tags=["imports"])
 # Registering one file is an import too; its route sits with the adapters' in the document.
 adapters_router = APIRouter(prefix="/adapters", tags=["adapters"])
 Db = Annotated[Session, Depends(db_session)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or wrong X-API-Key"},
-    503: {"description": "Database unreachable, busy or refusing writes, or schema not at head"},
-}
+ERRORS: Responses = {**UNAUTHORIZED, **DATABASE_UNAVAILABLE}
 
 
 @router.post(

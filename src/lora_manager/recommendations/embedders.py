@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from lora_manager.core.errors import LoraManagerError
+from lora_manager.core.errors import UnavailableError
 from lora_manager.recommendations.text import word_tokens
 
 FloatMatrix = npt.NDArray[np.float32]
@@ -35,7 +35,7 @@ class Embedder(Protocol):
     def encode(self, texts: Sequence[str]) -> FloatMatrix: ...
 
 
-class EmbedderUnavailable(LoraManagerError):
+class EmbedderUnavailable(UnavailableError):
     """The chosen embedder's libraries or model files are not installed."""
 
 

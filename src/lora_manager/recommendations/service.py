@@ -22,13 +22,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from lora_manager.catalog import repository as catalog
 from lora_manager.core.config import Settings
 from lora_manager.core.db import short_error
-from lora_manager.core.errors import InvalidInputError, NotFoundError, UnavailableError
+from lora_manager.core.errors import InvalidInputError, NotFoundError
 from lora_manager.core.models import Adapter, EmbeddingRun, utcnow
 from lora_manager.core.queue import JobQueue, QueueError
 from lora_manager.recommendations import repository as repo
 from lora_manager.recommendations.embedders import (
     Embedder,
-    EmbedderUnavailable,
     HashedNgramEmbedder,
     make_embedder,
 )
@@ -79,10 +78,9 @@ class Recommender:
             return self._embedder
 
     def _encode(self, text: str) -> np.ndarray:
-        try:
-            return self.embedder.encode([text])[0]
-        except EmbedderUnavailable as exc:
-            raise UnavailableError(str(exc)) from None
+        # EmbedderUnavailable (the [ml] extra missing) is an UnavailableError: a 503.
+        vector: np.ndarray = self.embedder.encode([text])[0]
+        return vector
 
     def warm_up(self, ready: Callable[[], bool]) -> threading.Thread:
         """Load the vector index in a background thread, if `ready()` (the schema is at head),
