@@ -470,10 +470,7 @@ def throughput_section(args: argparse.Namespace, results: list[Throughput], npro
         "time (from `/proc`) of this benchmark's processes per job; *machine busy* the share of "
         f"all {nproc} cores' time that was busy, whoever used it.",
         "",
-        h.table(
-            THROUGHPUT_HEAD,
-            rows,
-        ),
+        h.table(THROUGHPUT_HEAD, rows),
         "",
         "Where the CPU goes, per job (median over the batches; *not this benchmark* is the "
         "machine's busy time minus the processes above). With *T* ms per job, "

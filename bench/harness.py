@@ -9,7 +9,7 @@
   Redis, SQLAlchemy engines, anything with a close callback), stopped on exit; `run` of a
   bounded subprocess, `serve` of API processes until `/health/ready` answers 200.
 - Statistics (`median`, `percentile`, `stat_row`), formatting and Markdown tables generated
-  from rows; machine facts (date, CPUs, memory, load, versions); CPU and RSS from /proc.
+  from rows; machine facts (date, CPUs, memory, load, versions); CPU time from /proc.
 """
 
 from __future__ import annotations
@@ -370,7 +370,7 @@ class Databases:
     server: Any = None
     counter: int = 0
 
-    def fresh(self, backend: str, label: str, migrate: bool = True) -> str:
+    def fresh(self, backend: str, label: str) -> str:
         self.counter += 1
         if backend == "sqlite":
             folder = self.root / "db" / f"{self.counter:03d}-{label}"
@@ -378,11 +378,10 @@ class Databases:
             url = f"sqlite:///{folder / 'catalog.db'}"
         else:
             url = self.server.create_database(f"bench_{label.replace('-', '_')}")
-        if migrate:
-            from lora_manager.core.migrations import MigrationRunner
+        from lora_manager.core.migrations import MigrationRunner
 
-            with time_limit(f"migrating a fresh {backend} database", 120):
-                MigrationRunner(make_settings(url)).upgrade("head")
+        with time_limit(f"migrating a fresh {backend} database", 120):
+            MigrationRunner(make_settings(url)).upgrade("head")
         return url
 
 
@@ -602,15 +601,6 @@ def machine_busy() -> tuple[float, float]:
 def self_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def rss(pid: int | str = "self") -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in bytes."""
-    found = {}
-    for key in ("VmRSS", "VmHWM"):
-        value = proc_field(f"/proc/{pid}/status", key + ":")
-        found[key] = int(value.split()[0]) * 1024 if value else 0
-    return found
 
 
 # -- the command line and the report -------------------------------------------------------
