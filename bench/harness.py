@@ -450,6 +450,13 @@ def timed(call: Callable[[int], Any], calls: int) -> list[float]:
     return times
 
 
+def timed_call(call: Callable[..., Any], *args: Any) -> tuple[float, Any]:
+    """Seconds taken by `call(*args)`, and what it returned."""
+    started = time.perf_counter()
+    result = call(*args)
+    return time.perf_counter() - started, result
+
+
 def blocks(
     calls: dict[str, Callable[[int], Any]],
     requests: int,
