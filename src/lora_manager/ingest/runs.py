@@ -32,6 +32,7 @@ from lora_manager.core.models import ImportRun, utcnow
 from lora_manager.core.paths import inside, real
 from lora_manager.ingest.progress import RecordingProgress
 from lora_manager.ingest.service import Importer
+from lora_manager.recommendations.service import refresh_after_import
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,6 @@ def _execute(factory: sessionmaker[Session], settings: Settings, run_id: str) ->
             finished_at=utcnow(),
         )
         if summary.changed_catalog:
-            # Imported here: the recommendations import the API, which imports this module.
-            from lora_manager.recommendations.service import refresh_after_import
-
             refresh_after_import(factory, settings)
 
 

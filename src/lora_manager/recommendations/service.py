@@ -29,6 +29,7 @@ from lora_manager.recommendations import repository as repo
 from lora_manager.recommendations.embedders import (
     Embedder,
     HashedNgramEmbedder,
+    MiniLMEmbedder,
     make_embedder,
 )
 from lora_manager.recommendations.index import VectorIndex
@@ -314,8 +315,6 @@ def model_of(kind: str) -> tuple[str, int]:
     if kind == "light":
         light = HashedNgramEmbedder()
         return light.name, light.dim
-    from lora_manager.recommendations.embedders import MiniLMEmbedder
-
     return MiniLMEmbedder.name, MiniLMEmbedder.dim
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from lora_manager.core.config import Settings
 from lora_manager.core.errors import DatabaseUnreachableError
 from lora_manager.core.migrations import MigrationRunner
+from lora_manager.worker.consumer import QueueConsumer
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,6 @@ class Worker:
         if not self.wait_for_schema():
             self.echo("worker: stopped before the schema reached head")
             return 0
-        from lora_manager.worker.consumer import QueueConsumer
-
         self.echo("worker: schema at head, consuming")
         consumer = QueueConsumer(self.settings, self.threads, echo=self.echo)
         consumer.start()
