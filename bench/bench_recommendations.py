@@ -861,58 +861,51 @@ def bench_load(args: argparse.Namespace, resources: h.Resources, library: Librar
 # -- the report ----------------------------------------------------------------------------
 
 STAT_HEAD = ("measurement", "n", "median", "min", "max", "unit")
+API_HEAD = ("measurement", "adapters", "n", "p50", "p99", "max", "p50 ÷ health", "service p50")
+API_HEAD += ("target p99", "result")
 
 
 def embed_section(e: EmbedResult) -> list[str]:
-    n, lib = f"{e.adapters:,}", e.library
-
-    def row(label: str, values: list[float], unit: str, digits: int = 0, scale: float = 1):
-        return [*h.stat_row(label, values, digits, scale), unit]
-
-    rows = [
-        row(
-            f"`embed_adapters`, light, {n} adapters (text + encode + store)",
-            e.rates(),
-            "adapters/s",
+    n, lib, s, light = f"{e.adapters:,}", e.library, e.semantic, f"light, {e.texts:,} texts"
+    first = f"`embed_adapters`, light, {n} adapters (text + encode + store)"
+    again = f"`embed_adapters` again, all {n} unchanged (text + hash check)"
+    specs: list[tuple[str, list[float], str, int, float]] = [
+        (first, e.rates(), "adapters/s", 0, 1),
+        ("… the same run, wall time", e.seconds, "s", 2, 1),
+        (again, e.recheck_seconds, "s", 2, 1),
+        (f"encode only, {light}, cold feature caches", e.encode_cold, "texts/s", 0, 1),
+        (f"encode only, {light}, warm feature caches", e.encode_warm, "texts/s", 0, 1),
+        (
+            f"encode only, light, the {e.semantic_texts} texts below",
+            e.light_subset,
+            "texts/s",
+            0,
+            1,
         ),
-        row("… the same run, wall time", e.seconds, "s", 2),
-        row(
-            f"`embed_adapters` again, all {n} unchanged (text + hash check)",
-            e.recheck_seconds,
-            "s",
-            2,
-        ),
-        row(
-            f"encode only, light, {e.texts:,} texts, cold feature caches", e.encode_cold, "texts/s"
-        ),
-        row(
-            f"encode only, light, {e.texts:,} texts, warm feature caches", e.encode_warm, "texts/s"
-        ),
-        row(f"encode only, light, the {e.semantic_texts} texts below", e.light_subset, "texts/s"),
-        row("encode one prompt, light", e.light_single, "ms", 2, 1000),
+        ("encode one prompt, light", e.light_single, "ms", 2, 1000),
     ]
-    s = e.semantic
     if s is not None:
+        label = f"semantic (MiniLM, torch {s['torch']}, {s['threads']} threads), {s['texts']} texts"
         rates = [s["texts"] / x for x in s["seconds"]]
-        label = f"MiniLM, torch {s['torch']}, {s['threads']} threads"
-        rows += [
-            row(f"encode only, semantic ({label}), {s['texts']} texts", rates, "texts/s", 1),
-            row("encode one prompt, semantic", s["single"], "ms", 1, 1000),
-            row("semantic: imports (torch, sentence-transformers)", [s["import"]], "s", 1),
-            row("semantic: model load (first encode)", [s["load"]], "s", 1),
+        specs += [
+            (f"encode only, {label}", rates, "texts/s", 1, 1),
+            ("encode one prompt, semantic", s["single"], "ms", 1, 1000),
+            ("semantic: imports (torch, sentence-transformers)", [s["import"]], "s", 1, 1),
+            ("semantic: model load (first encode)", [s["load"]], "s", 1, 1),
         ]
-    else:
-        rows.append([f"encode only, semantic (MiniLM), {e.semantic_texts} texts", "0",
-                     "not measured", "", "", "texts/s"])  # fmt: skip
-    p = e.phases
-    total = p.get("total", 0.0) or 1.0
-    phases = [
-        ("reading pages (ORM: adapter + stored embedding)", p.get("page", 0.0)),
-        ("adapter text + source hash", p.get("text", 0.0)),
-        ("encoding (texts and trigger words)", p.get("encode", 0.0)),
-        ("building rows (trigger entries, bytes, ORM objects)", p["store"] - p["encode"]),
-    ]
-    phases.append(("flush + commit, the rest", total - sum(v for _, v in phases)))
+    rows = [[*h.stat_row(label, v, digits, scale), unit] for label, v, unit, digits, scale in specs]
+    if s is None:
+        rows.append([f"encode only, semantic (MiniLM), {e.semantic_texts} texts", "0"])
+        rows[-1] += ["not measured", "", "", "texts/s"]
+    p = defaultdict(float, e.phases)
+    phases = {
+        "reading pages (ORM: adapter + stored embedding)": p["page"],
+        "adapter text + source hash": p["text"],
+        "encoding (texts and trigger words)": p["encode"],
+        "building rows (trigger entries, bytes, ORM objects)": p["store"] - p["encode"],
+    }
+    phases["flush + commit, the rest"] = p["total"] - sum(phases.values())
+    semantic = f"; MiniLM in a subprocess of `{e.semantic_python}` on {e.semantic_texts} of them"
     return [
         "### 1. Embedding throughput",
         "",
@@ -920,20 +913,14 @@ def embed_section(e: EmbedResult) -> list[str]:
         f"{lib.build_seconds if lib else 0:.1f} s, inserted in "
         f"{lib.insert_seconds if lib else 0:.1f} s, not timed) in a migrated SQLite database, "
         f"copied afresh for each of {len(e.seconds)} rounds: `embed_adapters(sessions, "
-        "HashedNgramEmbedder())` with the feature caches "
-        "emptied first, then again with every vector up to date; every count is checked. "
-        f"*Encode only* is `encode` on the same texts ({e.text_chars:,.0f} characters on average)"
-        + (
-            f"; the semantic embedder ran in a subprocess of `{e.semantic_python}` on "
-            f"{e.semantic_texts} of them."
-            if e.semantic
-            else "."
-        ),
+        "HashedNgramEmbedder())` with the feature caches emptied first, then again with every "
+        "vector up to date; every count is checked. *Encode only* is `encode` on the same texts "
+        f"({e.text_chars:,.0f} characters on average){semantic if s else ''}.",
         "",
         h.table(STAT_HEAD, rows),
         "",
         "Where `embed_adapters`' time goes (summed over the rounds): "
-        + "; ".join(f"{label} {value / total:.0%}" for label, value in phases)
+        + "; ".join(f"{k} {v / (p['total'] or 1):.0%}" for k, v in phases.items())
         + ".",
         "",
         *([f"- Semantic embedder: {e.semantic_note}.", ""] if e.semantic_note else []),
@@ -952,14 +939,8 @@ def api_section(args: argparse.Namespace, apis: list[ApiResult]) -> list[str]:
         labels = BASELINES | {"check": BASELINES["check"].format(api.check_interval)}
         rows += [row(label, api.base[key]) for key, label in labels.items()]
         for kind in api.kinds:
-            target = f"≤ {API_P99_TARGET_MS:g} ms"
-            r = row(
-                kind.label,
-                kind.http,
-                fmt_ms(median(kind.service)),
-                target,
-                h.verdict(kind.passed()),
-            )
+            rest = (fmt_ms(median(kind.service)), f"≤ {API_P99_TARGET_MS:g} ms")
+            r = row(kind.label, kind.http, *rest, h.verdict(kind.passed()))
             r[2] += " (budget)" if kind.budget_hit else ""
             rows.append(r)
 
@@ -999,21 +980,7 @@ def api_section(args: argparse.Namespace, apis: list[ApiResult]) -> list[str]:
         "*service p50* (`Recommender.similar`/`for_prompt`, no HTTP) are measured in the same "
         "process. Times in ms; the target is judged on HTTP p99.",
         "",
-        h.table(
-            (
-                "measurement",
-                "adapters",
-                "n",
-                "p50",
-                "p99",
-                "max",
-                "p50 ÷ health",
-                "service p50",
-                "target p99",
-                "result",
-            ),
-            rows,
-        ),
+        h.table(API_HEAD, rows),
         "",
         f"The periodic checks (the index's freshness check every {apis[0].check_interval:g} s, "
         f"the schema gate's every {apis[0].schema_interval:g} s) run in background threads "
