@@ -401,43 +401,27 @@ def bulk_load(engine: Engine, count: int, timeout: float) -> LoadFacts:
     from lora_manager.catalog.repository import build_search_text, wanted_tags
     from lora_manager.core.models import Adapter, AdapterTag
 
-    sqlite = engine.dialect.name == "sqlite"
-    adapter_table = Adapter.__table__
-    tag_table = AdapterTag.__table__
+    sqlite, tags = engine.dialect.name == "sqlite", 0
     fts = text("INSERT INTO adapter_fts (adapter_id, body) VALUES (:id, :body)")
-    started = time.perf_counter()
-    tag_count = 0
-    chunk: list[dict[str, Any]] = []
-
-    def flush(conn: Any) -> int:
-        if not chunk:
-            return 0
-        tag_rows: list[dict[str, Any]] = []
-        for row in chunk:
-            # What repository.replace_tags writes: metadata tags, user tags win the flag.
-            wanted = wanted_tags(row["tags"], row["user_tags"])
-            tag_rows += [
-                {"adapter_id": row["id"], "tag": t, "is_user": u} for t, u in wanted.items()
-            ]
-            # What repository.refresh_search writes: build_search_text of the adapter, here
-            # of a stand-in with every column set (an unsaved Adapter costs 3x as much).
-            row["search_text"] = build_search_text(SimpleNamespace(**row))  # type: ignore[arg-type]
-        conn.execute(insert(adapter_table), chunk)
-        conn.execute(insert(tag_table), tag_rows)
-        if sqlite:
-            conn.execute(fts, [{"id": r["id"], "body": r["search_text"] or ""} for r in chunk])
-        chunk.clear()
-        return len(tag_rows)
-
     for row in adapter_rows(200, seed=1):  # the stand-in must see what an Adapter shows
         if build_search_text(SimpleNamespace(**row)) != build_search_text(Adapter(**row)):  # type: ignore[arg-type]
             raise BenchError("build_search_text reads something a plain row does not carry")
+    started, rows = time.perf_counter(), adapter_rows(count)
     with time_limit(f"bulk-loading {count} adapters", timeout), engine.begin() as conn:
-        for row in adapter_rows(count):
-            chunk.append(row)
-            if len(chunk) >= 2000:
-                tag_count += flush(conn)
-        tag_count += flush(conn)
+        while chunk := list(itertools.islice(rows, 2000)):
+            tag_rows: list[dict[str, Any]] = []
+            for row in chunk:
+                # What repository.replace_tags writes: metadata tags, user tags win the flag.
+                wanted = wanted_tags(row["tags"], row["user_tags"]).items()
+                tag_rows += [{"adapter_id": row["id"], "tag": t, "is_user": u} for t, u in wanted]
+                # What repository.refresh_search writes, from a stand-in with every column set
+                # (an unsaved Adapter costs 3x as much).
+                row["search_text"] = build_search_text(SimpleNamespace(**row))  # type: ignore[arg-type]
+            conn.execute(insert(Adapter.__table__), chunk)
+            conn.execute(insert(AdapterTag.__table__), tag_rows)
+            tags += len(tag_rows)
+            if sqlite:
+                conn.execute(fts, [{"id": r["id"], "body": r["search_text"] or ""} for r in chunk])
     loaded = time.perf_counter() - started
     started = time.perf_counter()
     with time_limit("ANALYZE", timeout):
@@ -457,7 +441,7 @@ def bulk_load(engine: Engine, count: int, timeout: float) -> LoadFacts:
                 ).one()
                 if visible < pages:
                     conn.exec_driver_sql("VACUUM")
-    return LoadFacts(count, tag_count, loaded, time.perf_counter() - started)
+    return LoadFacts(count, tags, loaded, time.perf_counter() - started)
 
 
 @dataclass(frozen=True)
@@ -480,16 +464,11 @@ class Query:
 
 
 def api_queries(count: int) -> list[Query]:
-    deep = max(0, count - 1000)
+    deep, prefix = max(0, count - 1000), f"two-word prefix search `q={PREFIX_QUERY}` (1 %)"
     return [
         Query("first", "first page", {}, count),
         Query("word", f"text search `q={RARE_WORD}` (1 %)", {"q": RARE_WORD}, count // 100),
-        Query(
-            "prefix",
-            f"two-word prefix search `q={PREFIX_QUERY}` (1 %)",
-            {"q": PREFIX_QUERY},
-            count // 100,
-        ),
+        Query("prefix", prefix, {"q": PREFIX_QUERY}, count // 100),
         Query("tag", f"tag filter `tag={TAG}` (5 %)", {"tag": TAG}, count // 20),
         Query("deep", f"deep page `offset={deep}&limit=50`", {"offset": deep, "limit": 50}, count),
     ]
@@ -538,15 +517,10 @@ class StatementLog:
 def time_raw(engine: Engine, statement: str, params: Any, repeats: int) -> list[float]:
     """Seconds of `execute` + `fetchall` of one statement on a raw driver cursor: the
     database's and the driver's share of a call, without SQLAlchemy's ORM."""
-    times = []
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        for _ in range(repeats):
-            started = time.perf_counter()
-            cursor.execute(statement, params)
-            cursor.fetchall()
-            times.append(time.perf_counter() - started)
+        times = h.timed(lambda _: (cursor.execute(statement, params), cursor.fetchall()), repeats)
         cursor.close()
         raw.rollback()
     finally:
