@@ -412,7 +412,9 @@ def bench_latency(
 
     def check(key: str, reply: Any) -> None:
         wanted = 201 if key.endswith("post") else 200
-        if reply.status_code != wanted or (wanted == 201 and reply.json()["status"] != "pending"):
+        if reply.status_code != wanted or (
+            wanted == 201 and reply.json().get("status") != "pending"
+        ):
             raise BenchError(f"{key}: HTTP {reply.status_code} {reply.text[:300]}")
 
     say(f"latency: {args.warmup_requests} warm-up and {args.requests} timed requests per kind")

@@ -673,17 +673,24 @@ def header(title: str, res: Resources, command: str, software: str) -> list[str]
 
 
 def write_section(path: Path, section: str, title: str) -> None:
-    """Replace (or append) the section headed `title`, keeping everything else."""
+    """Replace (or append) the section headed `title`, keeping everything else, including the
+    old section's history (its `### Earlier runs…` subsections)."""
     lines = (path.read_text() if path.exists() else DOC_HEADER).splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip() == title), None)
+    kept: list[str] = []
     if start is None:
         before, after = lines, []
     else:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), None)
-        before, after = lines[:start], lines[end:] if end else []
+        before, old, after = lines[:start], lines[start:end], lines[end:] if end else []
+        keep = False
+        for line in old:
+            keep = line.startswith("### Earlier runs") if line.startswith("### ") else keep
+            kept += [line] if keep else []
     while before and not before[-1].strip():
         before.pop()
-    pieces = ["\n".join(before), section.strip(), "\n".join(after).rstrip()]
+    pieces = ["\n".join(before), section.strip(), "\n".join(kept).strip()]
+    pieces.append("\n".join(after).rstrip())
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(f".{path.name}.tmp")
     scratch.write_text("\n\n".join(p for p in pieces if p) + "\n")
