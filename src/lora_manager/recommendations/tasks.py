@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from lora_manager.core.config import Settings
 from lora_manager.core.db import make_session_factory
 from lora_manager.core.queue import JobQueue
+from lora_manager.recommendations import repository
 from lora_manager.recommendations.embedders import Embedder, make_embedder
 from lora_manager.recommendations.embedding import run_embedding
 
@@ -35,3 +36,14 @@ def embed_task(settings: Settings, engine: Engine) -> Callable[[str], None]:
         run_embedding(make_session_factory(engine), embedder[0], run_id)
 
     return embed
+
+
+def stalled_runs(engine: Engine, after: float) -> list[str]:
+    """Embedding runs whose worker stopped (no heartbeat for `after` seconds), released to be
+    queued again."""
+    return list(repository.release_stalled_runs(engine, after))
+
+
+def overdue_runs(engine: Engine, after: float) -> list[str]:
+    """Pending embedding runs older than `after` seconds: their message was lost."""
+    return list(repository.overdue_runs(engine, after))

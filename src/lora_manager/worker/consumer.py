@@ -21,10 +21,10 @@ from sqlalchemy.engine import Engine
 from lora_manager.core import queue as job_queue
 from lora_manager.core.config import Settings
 from lora_manager.core.db import make_engine, make_session_factory
-from lora_manager.deliveries import repository as jobs
+from lora_manager.deliveries import tasks as deliveries
 from lora_manager.deliveries.runner import JobRunner
 from lora_manager.deliveries.tasks import DELIVER_TASK, deliver_task, enqueue_delivery
-from lora_manager.recommendations import repository as runs
+from lora_manager.recommendations import tasks as recommendations
 from lora_manager.recommendations.service import queue_if_stale
 from lora_manager.recommendations.tasks import EMBED_TASK, embed_task, enqueue_embedding
 
@@ -242,7 +242,7 @@ class QueueConsumer:
         self._huey.stop(graceful=True)
         still = list(self.runner.held())
         if still:
-            released = jobs.release_owned(self.engine, self.runner.owner)
+            released = deliveries.hand_back(self.engine, self.runner.owner)
             self.runner.stop_all()
             # Let the back ends see the stop (a local command is killed) before we exit.
             deadline = time.monotonic() + STOP_GRACE
@@ -279,28 +279,19 @@ class QueueConsumer:
         """One round: expired leases back to pending (or ended), stalled embedding runs taken up
         again, lost messages queued again."""
         requeued = 0
-        for job_id, attempts, limit, cancel in jobs.expired_leases(self.engine):
-            error = f"worker lost: lease expired during attempt {attempts} of {limit}"
-            if cancel:
-                status = jobs.CANCELLED
-            elif attempts >= limit:
-                status = jobs.FAILED
-            else:
-                status = jobs.PENDING
-            if jobs.release_expired(self.engine, job_id, status=status, error=error):
-                log.warning("job %s: %s; now %s", job_id, error, status)
-                if status == jobs.PENDING and self._enqueue_quietly(job_id):
-                    requeued += 1
-        for run_id in runs.release_stalled_runs(self.engine, self._stalled_after):
+        for job_id in deliveries.release_expired_leases(self.engine):
+            requeued += self._enqueue_quietly(job_id)
+        for run_id in recommendations.stalled_runs(self.engine, self._stalled_after):
             log.warning("embedding run %s: its worker stopped; queued again", run_id)
             requeued += self._enqueue_run_quietly(run_id)
         # While the queue is away its consumer threads' retries notice it is back.
         backlog = None if self.watch.due() else self.watch.guarded(self.queue.backlog, None)
         if backlog == 0:
-            for job_id in jobs.overdue_pending(self.engine, self.settings.job_requeue_after):
-                if self._enqueue_quietly(job_id):
-                    requeued += 1
-            for run_id in runs.overdue_runs(self.engine, self.settings.job_requeue_after):
+            for job_id in deliveries.overdue_jobs(self.engine, self.settings.job_requeue_after):
+                requeued += self._enqueue_quietly(job_id)
+            for run_id in recommendations.overdue_runs(
+                self.engine, self.settings.job_requeue_after
+            ):
                 requeued += self._enqueue_run_quietly(run_id)
         return requeued
 
@@ -309,8 +300,8 @@ class QueueConsumer:
         # An embedding batch can take a while on the semantic model: allow ten leases.
         return max(10 * self.settings.job_lease_seconds, 60.0)
 
-    def _enqueue_quietly(self, job_id: str) -> bool:
-        return self._send_quietly(lambda key: enqueue_delivery(self.queue, key), "job", job_id)
+    def _enqueue_quietly(self, job_id: str) -> int:
+        return int(self._send_quietly(lambda key: enqueue_delivery(self.queue, key), "job", job_id))
 
     def _enqueue_run_quietly(self, run_id: str) -> int:
         return int(
