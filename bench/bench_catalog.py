@@ -668,7 +668,9 @@ def hash_section(hr: HashResult) -> list[str]:
     ]
 
 
-def import_section(args: argparse.Namespace, lib: LibraryFacts, imports: list[ImportResult]):
+def import_section(
+    args: argparse.Namespace, lib: LibraryFacts, imports: list[ImportResult]
+) -> list[str]:
     rows = []
     for r in imports:
         rates = [r.files / s for s in r.import_seconds]
@@ -702,7 +704,7 @@ API_HEAD += ("SQL count p50", "SQL page p50", "target p99", "result")
 
 
 def api_section(args: argparse.Namespace, apis: list[ApiResult]) -> list[str]:
-    def row(label: str, x: ApiResult, values: list[float], matches: str, *rest: str):
+    def row(label: str, x: ApiResult, values: list[float], matches: str, *rest: str) -> list[str]:
         r = h.latency_row(label, values, 99)
         return [r[0], h.LABELS[x.backend], matches, *r[1:], *(rest or ["—"] * 5)]
 
@@ -789,7 +791,7 @@ def measure(args: argparse.Namespace, res: h.Resources) -> tuple[str, list[str]]
         say("starting a throwaway PostgreSQL server")
         server = res.postgres()
     databases = h.Databases(res.root, server)
-    hr, lib, imports, apis = None, None, [], []
+    hr, imports, apis = None, list[ImportResult](), list[ApiResult]()
     body: list[str] = []
     if "hash" in args.parts:
         hr = bench_hashing(args, res)

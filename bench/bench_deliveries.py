@@ -429,7 +429,12 @@ def bench_latency(
 # -- the report ----------------------------------------------------------------------------
 
 
-def throughput_section(args: argparse.Namespace, results: list[Throughput], nproc: str):
+Latency = dict[str, dict[str, list[float]]]  # configuration -> "post"/"live" -> seconds
+
+
+def throughput_section(
+    args: argparse.Namespace, results: list[Throughput], nproc: str
+) -> list[str]:
     rows, cpu_rows, enqueue_rows = [], [], []
     for r in results:
         rates, label = r.rates(), LABELS[r.config]
@@ -487,7 +492,7 @@ def throughput_section(args: argparse.Namespace, results: list[Throughput], npro
     ]
 
 
-def latency_section(args: argparse.Namespace, latency: dict[str, dict[str, list[float]]]):
+def latency_section(args: argparse.Namespace, latency: Latency) -> list[str]:
     rows = []
     for config, kinds in latency.items():
         live = median(kinds["live"])
@@ -512,7 +517,7 @@ def latency_section(args: argparse.Namespace, latency: dict[str, dict[str, list[
     ]
 
 
-def summary(results: list[Throughput], latency: dict[str, dict[str, list[float]]], cores: int):
+def summary(results: list[Throughput], latency: Latency, cores: int) -> str:
     parts: list[str] = []
     for r in results:
         rate, target = median(r.rates()), TARGET_JOBS_PER_S.get(r.config)

@@ -55,7 +55,7 @@ def measure(args: argparse.Namespace, res: h.Resources) -> tuple[str, list[str]]
     with Writers(base, ids, args.writers) as baseline:
         time.sleep(seconds)
 
-    rows, errors = [], []
+    rows, errors = [], list[tuple[str, int]]()
     for label, samples in (("no import (baseline)", baseline.samples), ("during", during.samples)):
         statuses = Counter(status for status, _, _ in samples)
         answers = ", ".join(f"{n} x {status}" for status, n in sorted(statuses.items()))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from typing import Any
 
 import harness as h
 
@@ -79,7 +80,7 @@ def parse_importtime(text: str, top: int = 8) -> tuple[float, list[tuple[str, fl
 
 def measure(args: argparse.Namespace, res: h.Resources) -> tuple[str, list[str]]:
     cases = Cases(res)
-    urls: dict[str, tuple[str, object]] = {}
+    urls: dict[str, tuple[str, Any]] = {}
     if "sqlite" in args.backends:
         urls["sqlite"] = (f"sqlite:///{res.root / 'head.db'}", None)
     if "postgresql" in args.backends:
@@ -99,7 +100,7 @@ def measure(args: argparse.Namespace, res: h.Resources) -> tuple[str, list[str]]
             fresh = (
                 f"sqlite:///{res.root / f'fresh-{index}.db'}"
                 if server is None
-                else server.create_database("bench_fresh")  # type: ignore[attr-defined]
+                else server.create_database("bench_fresh")
             )
             got[(backend, "head")].append(cases.run(f"{backend}-head", MIGRATE, url))
             got[(backend, "fresh")].append(cases.run(f"{backend}-fresh", MIGRATE, fresh))
@@ -118,7 +119,7 @@ def measure(args: argparse.Namespace, res: h.Resources) -> tuple[str, list[str]]
             for key, values in got.items():
                 stats[key] += values
 
-    profiles = []
+    profiles: list[Profile] = []
     if not args.no_profile:
         h.say("profiling imports (-X importtime)")
         sqlite_head = f"sqlite:///{res.root / 'head.db'}"
@@ -136,7 +137,16 @@ def measure(args: argparse.Namespace, res: h.Resources) -> tuple[str, list[str]]
     return report(args, res, urls, stats, profiles)
 
 
-def report(args, res, urls, stats, profiles) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+Profile = tuple[str, float, float, list[tuple[str, float]]]  # label, wall, imports, top
+
+
+def report(
+    args: argparse.Namespace,
+    res: h.Resources,
+    urls: dict[str, tuple[str, Any]],
+    stats: dict[tuple[str, str], list[float]],
+    profiles: list[Profile],
+) -> tuple[str, list[str]]:
     revisions = len(list(VERSIONS_DIR.glob("*.py")))
     labels = {
         "head": "1. migrate.sh, already at head",

@@ -420,7 +420,7 @@ def bench_embed(
         shutil.copyfile(template_path, folder / "catalog.db")
         url = f"sqlite:///{folder / 'catalog.db'}"
         engine = res.engine(h.make_settings(url))
-        sessions, phases = make_session_factory(engine), defaultdict(float)
+        sessions, phases = make_session_factory(engine), defaultdict[str, float](float)
         try:
             clear_feature_caches()
             with time_limit("embed_adapters", args.timeout), phase_timers(phases, light):
@@ -932,7 +932,8 @@ def api_section(args: argparse.Namespace, apis: list[ApiResult]) -> list[str]:
     for api in apis:
         size, health = f"{api.size:,}", median(api.base["health"])
 
-        def row(label: str, values: list[float], *rest: str, size=size, health=health):  # type: ignore[no-untyped-def]
+        def row(label: str, values: list[float], *rest: str, size: str = size,
+                health: float | None = health) -> list[str]:  # fmt: skip
             r = h.latency_row(label, values, 99)
             return [r[0], size, *r[1:], h.ratio(median(values), health), *(rest or ["—"] * 3)]
 

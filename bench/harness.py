@@ -359,7 +359,7 @@ def make_settings(database_url: str, **overrides: Any) -> Any:
     from lora_manager.core.config import Settings
 
     values = {"sqlite_backup_keep": 0, "db_wait_timeout": 15, "migration_lock_timeout": 30}
-    return Settings(_env_file=None, database_url=database_url, **{**values, **overrides})  # type: ignore[call-arg]
+    return Settings(_env_file=None, database_url=database_url, **{**values, **overrides})
 
 
 @dataclass
