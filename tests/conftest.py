@@ -1,19 +1,18 @@
-"""Shared fixtures: real PostgreSQL and Redis servers per session, fresh databases per test."""
+"""Shared fixtures: real PostgreSQL and Redis servers per session, fresh databases per test,
+and databases at head copied from templates migrated once per module."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.postgres import PostgresServer, running_postgres
+from tests.support.processes import BIN_DIR
 from tests.support.redis import RedisServer, flush, running_redis
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BIN_DIR = Path(sys.executable).parent
+from tests.support.templates import MigratedTemplates, settings_free_environment
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +62,35 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     env["LORA_MANAGER_ENV_FILE"] = str(tmp_path / "no-such.env")
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture(scope="module")
+def clean_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No env file and no setting from the environment, for the module (a module that wants
+    it for every test says `pytestmark = pytest.mark.usefixtures("clean_environment")`)."""
+    with settings_free_environment(tmp_path_factory.mktemp("env")):
+        yield
+
+
+@pytest.fixture(scope="module")
+def templates(
+    tmp_path_factory: pytest.TempPathFactory, clean_environment: None
+) -> MigratedTemplates:
+    """The module's databases at head, one per kind, copied into each test's database."""
+    return MigratedTemplates(tmp_path_factory.mktemp("templates"))
+
+
+@pytest.fixture
+def migrated_db_url(
+    db_url: str, templates: MigratedTemplates, request: pytest.FixtureRequest
+) -> str:
+    """`db_url`, at head: SQLite and PostgreSQL."""
+    templates.fill(db_url, request)
+    return db_url
+
+
+@pytest.fixture
+def migrated_sqlite_url(sqlite_url: str, templates: MigratedTemplates) -> str:
+    """`sqlite_url`, at head."""
+    templates.fill(sqlite_url)
+    return sqlite_url

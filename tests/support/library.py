@@ -193,6 +193,13 @@ def write_json(path: Path, data: Any, *, indent: int | None = 2) -> Path:
     return path
 
 
+def edit_json(path: Path, **changes: Any) -> None:
+    """Set these top-level keys of the JSON document at `path`."""
+    document = json.loads(path.read_text())
+    document.update(changes)
+    path.write_text(json.dumps(document, indent=2))
+
+
 def civitai_version(
     *,
     sha256: str,

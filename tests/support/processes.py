@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +15,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO_ROOT / "infrastructure" / "docker"
+# Where this interpreter's console scripts are: `lora-manager`, `alembic`, `schemathesis`.
+BIN_DIR = Path(sys.executable).parent
 
 
 def http_status(url: str, timeout: float = 1.0) -> int | None:
@@ -79,3 +82,10 @@ def serving(
             out, err = process.communicate(timeout=10)
             raise RuntimeError(f"{' '.join(argv)} did not get ready:\n{out}\n{err}") from None
         yield process
+
+
+def run_cli(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`lora-manager ARGV` to its end (at most a minute), its output captured as text."""
+    return subprocess.run(
+        ["lora-manager", *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from lora_manager.core.config import Settings, load_settings
-from lora_manager.core.migrations import MigrationRunner
+from lora_manager.core.config import Settings
+from tests.support.migrate import runner_for
 from tests.support.postgres import PostgresServer
 
 
@@ -73,5 +73,4 @@ class MigratedTemplates:
         return self._sqlite
 
     def _migrate(self, url: str) -> None:
-        settings = load_settings(database_url=url, sqlite_backup_keep=0)
-        MigrationRunner(settings, echo=lambda _: None).upgrade()
+        runner_for(url, sqlite_backup_keep=0).upgrade()

@@ -8,7 +8,6 @@ import os
 import struct
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,8 +38,9 @@ from lora_manager.recommendations.text import (
     word_tokens,
 )
 from tests.support.ml import requires_ml
+from tests.support.processes import REPO_ROOT
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = REPO_ROOT / "src"
 # "CATGIRL" in full-width letters, escaped so no look-alike hides in the source.
 FULL_WIDTH_CATGIRL = "\uff23\uff21\uff34\uff27\uff29\uff32\uff2c"
 

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DOCKER_DIR = REPO_ROOT / "infrastructure" / "docker"
+from tests.support.processes import DOCKER_DIR, REPO_ROOT
+
 K8S_DIR = REPO_ROOT / "infrastructure" / "k8s"
 COMPOSE_FILE = DOCKER_DIR / "docker-compose.yml"
 DOCKERFILE = DOCKER_DIR / "Dockerfile"

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from lora_manager.core.config import load_settings
-from lora_manager.core.migrations import MigrationRunner, head_revisions
+from lora_manager.core.migrations import head_revisions
 from lora_manager.core.models import Base
+from tests.support.migrate import runner_for
 from tests.support.original_schema import SEED_REVISIONS, build_original_database
 from tests.support.rows import normalise
 
@@ -53,7 +53,7 @@ def assert_original_rows_kept(url: str, original: dict[str, list[dict[str, Any]]
 def test_original_database_upgrades_in_place(db_url: str, revision: str) -> None:
     original = build_original_database(db_url, revision)
     assert any(rows for table, rows in original.items() if table != "alembic_version")
-    runner = MigrationRunner(load_settings(database_url=db_url), echo=lambda _: None)
+    runner = runner_for(db_url)
     assert runner.status().current == (revision,)
 
     outcome = runner.upgrade()
@@ -86,7 +86,7 @@ def test_original_database_upgrades_in_place(db_url: str, revision: str) -> None
 def test_upgraded_original_database_downgrades_and_reupgrades(db_url: str, revision: str) -> None:
     """Rollback works on a converged database too, and upgrading again keeps the rows."""
     original = build_original_database(db_url, revision)
-    runner = MigrationRunner(load_settings(database_url=db_url), echo=lambda _: None)
+    runner = runner_for(db_url)
     runner.upgrade()
     runner.downgrade(revision)
     assert runner.status().current == (revision,)

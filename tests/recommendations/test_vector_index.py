@@ -28,11 +28,10 @@ from lora_manager.api.schema_gate import SchemaGate
 from lora_manager.core.config import load_settings
 from lora_manager.core.db import make_engine, make_session_factory
 from lora_manager.core.errors import SchemaNotAtHeadError
-from lora_manager.core.migrations import MigrationRunner
 from lora_manager.core.models import Adapter, LoraEmbedding, utcnow
 from lora_manager.recommendations.embedders import vector_to_bytes
 from lora_manager.recommendations.index import VectorIndex
-from tests.support.templates import MigratedTemplates, settings_free_environment
+from tests.support.migrate import runner_for
 from tests.support.workers import wait_until
 
 DIM = 8
@@ -109,16 +108,9 @@ class Library:
         self.base[adapter_id] = base
 
 
-@pytest.fixture(scope="module")
-def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedTemplates]:
-    with settings_free_environment(tmp_path_factory.mktemp("env")):
-        yield MigratedTemplates(tmp_path_factory.mktemp("templates"), "vitpl")
-
-
 @pytest.fixture
-def library(templates: MigratedTemplates, sqlite_url: str) -> Iterator[Library]:
-    templates.fill(sqlite_url)
-    opened = Library(sqlite_url)
+def library(migrated_sqlite_url: str) -> Iterator[Library]:
+    opened = Library(migrated_sqlite_url)
     yield opened
     opened.engine.dispose()
 
@@ -280,9 +272,7 @@ def test_an_expired_schema_answer_is_rechecked_in_the_background(library: Librar
     )
     assert set(statements.threads("from alembic_version")) == {"schema-gate-check"}
 
-    MigrationRunner(load_settings(database_url=library.url), echo=lambda _: None).downgrade(
-        "f0a1b2c3d4e5"
-    )
+    runner_for(library.url).downgrade("f0a1b2c3d4e5")
     time.sleep(0.1)
 
     def refused() -> bool:

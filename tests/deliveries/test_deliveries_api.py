@@ -23,19 +23,22 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from lora_manager.api import create_app
-from lora_manager.core.config import Settings, load_settings
+from lora_manager.core.config import Settings
 from lora_manager.core.db import make_engine, make_session_factory
 from lora_manager.core.models import DeliveryJob, utcnow
 from lora_manager.core.queue import JobQueue
 from lora_manager.deliveries.runner import JobRunner
-from tests.support.fake_servers import WebhookServer, running_webhook, tiny_png
+from tests.support.adapters import three_adapters
+from tests.support.apps import app_settings
+from tests.support.fake_servers import WebhookServer, tiny_png
 from tests.support.orm import edit_row
 from tests.support.postgres import PostgresServer, free_port
-from tests.support.templates import MigratedTemplates, settings_free_environment
-from tests.test_compose import adapter
+from tests.support.templates import MigratedTemplates
 
 HOOK = "https://hooks.example.com/lora"
 HOOK_URL = f"{HOOK}/in"
+# The app is built without settings from the environment, for the whole module.
+pytestmark = pytest.mark.usefixtures("clean_environment")
 API_KEY = "test-api-key-123"
 PNG = tiny_png()
 T0 = datetime(2024, 5, 1, 12, 0, 0)
@@ -49,18 +52,12 @@ def http_job(prompt: str = "a cat", **changes: Any) -> dict[str, Any]:
     return {"mode": "http", "prompt": prompt, "params": {"url": HOOK_URL}, **changes}
 
 
-def make_settings(url: str, folder: Path, **overrides: Any) -> Settings:
-    """Every back end configured (nothing is ever called), queue and results under `folder`."""
-    values: dict[str, Any] = {
-        "database_url": url,
-        "queue_path": folder / "queue.db",
-        "results_dir": folder / "results",
-        "delivery_http_allowlist": [HOOK],
-        "delivery_cli_command": [sys.executable, "-c", "pass"],
-        "sdnext_url": "http://127.0.0.1:9",
-    }
-    values.update(overrides)
-    return load_settings(**values)
+# Every back end configured (nothing is ever called).
+BACKENDS: dict[str, Any] = {
+    "delivery_http_allowlist": [HOOK],
+    "delivery_cli_command": [sys.executable, "-c", "pass"],
+    "sdnext_url": "http://127.0.0.1:9",
+}
 
 
 def detail_text(response: Any) -> str:
@@ -159,7 +156,7 @@ class Api:
 @contextmanager
 def open_api(url: str, folder: Path, **overrides: Any) -> Iterator[Api]:
     """The app (no worker) on a database already at head, a session and a queue handle."""
-    settings = make_settings(url, folder, **overrides)
+    settings = app_settings(url, folder, **(BACKENDS | overrides))
     engine = make_engine(settings)
     queue = JobQueue(settings)
     try:
@@ -183,36 +180,6 @@ def job_runner(api: Api) -> Iterator[JobRunner]:
 
 
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _clean_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with settings_free_environment(tmp_path_factory.mktemp("env")):
-        yield
-
-
-@pytest.fixture(scope="module")
-def templates(
-    tmp_path_factory: pytest.TempPathFactory, _clean_environment: None
-) -> MigratedTemplates:
-    return MigratedTemplates(tmp_path_factory.mktemp("templates"), "tpl")
-
-
-@pytest.fixture
-def migrated_db_url(
-    db_url: str, templates: MigratedTemplates, request: pytest.FixtureRequest
-) -> str:
-    """`db_url`, at head: SQLite and PostgreSQL."""
-    templates.fill(db_url, request)
-    return db_url
-
-
-@pytest.fixture
-def migrated_sqlite_url(
-    sqlite_url: str, templates: MigratedTemplates, request: pytest.FixtureRequest
-) -> str:
-    templates.fill(sqlite_url, request)
-    return sqlite_url
 
 
 @pytest.fixture
@@ -264,21 +231,9 @@ def unconfigured_api(
         yield opened
 
 
-@pytest.fixture
-def webhook() -> Iterator[WebhookServer]:
-    with running_webhook() as server:
-        yield server
-
-
 def seed_adapters(api: Api) -> None:
     with api.sessions() as session:
-        session.add_all(
-            [
-                adapter("Second", "second", ordinal=2, weight=0.6, trained_words=["two"]),
-                adapter("First", "first", ordinal=1, trained_words=["one"]),
-                adapter("Inactive", "inactive", active=False, trained_words=["nope"]),
-            ]
-        )
+        session.add_all(three_adapters())
         session.commit()
 
 

@@ -21,20 +21,22 @@ from lora_manager.core.config import load_settings
 from lora_manager.core.models import ImportRun
 from lora_manager.ingest import runs
 from lora_manager.ingest.service import Importer
+from tests.support.imports import Catalog, import_cli, open_catalog, row_dict
 from tests.support.library import (
     a1111_metadata,
     build_bulk_library,
     civitai_version,
+    edit_json,
     kohya_metadata,
     png_bytes,
     sidecar_path,
     write_json,
     write_safetensors,
 )
+from tests.support.migrate import migrate
 from tests.support.postgres import free_port
 from tests.support.processes import serving
 from tests.support.writers import Writers, call, finish_import
-from tests.test_import import Catalog, _cli, edit_json, migrate, open_catalog, row_dict
 
 
 def run_import(
@@ -44,7 +46,7 @@ def run_import(
     env = {key: value for key, value in env.items() if key != "LORA_ROOTS"}
     if roots is not None:
         env["LORA_ROOTS"] = ":".join(str(root) for root in roots)
-    return _cli(args, env, url, cwd)
+    return import_cli(args, env, url, cwd)
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], *words: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,23 +10,9 @@ from fastapi.testclient import TestClient
 from lora_manager.api import create_app
 from lora_manager.core.config import load_settings
 from lora_manager.core.db import make_engine, make_session_factory
-from lora_manager.core.migrations import MigrationRunner
-from lora_manager.core.models import Adapter
 from lora_manager.deliveries.compose import compose, format_weight, token_name
-
-
-def adapter(name: str, stem: str, **fields: Any) -> Adapter:
-    values: dict[str, Any] = {
-        "id": f"id-{stem}",
-        "name": name,
-        "file_path": f"/loras/{stem}.safetensors",
-        "weight": 1.0,
-        "active": True,
-        "ingest_status": "ok",
-        "nsfw_level": 0,
-    }
-    values.update(fields)
-    return Adapter(**values)
+from tests.support.adapters import adapter, three_adapters
+from tests.support.migrate import migrate
 
 
 def test_tokens_use_the_file_stem_and_the_weight() -> None:
@@ -94,16 +79,10 @@ def test_nothing_to_compose_gives_the_typed_text() -> None:
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
     settings = load_settings(database_url=db_url)
-    MigrationRunner(settings, echo=lambda _: None).upgrade()
+    migrate(db_url)
     engine = make_engine(settings)
     with make_session_factory(engine)() as session:
-        session.add_all(
-            [
-                adapter("Second", "second", ordinal=2, weight=0.6, trained_words=["two"]),
-                adapter("First", "first", ordinal=1, trained_words=["one"]),
-                adapter("Inactive", "inactive", active=False, trained_words=["nope"]),
-            ]
-        )
+        session.add_all(three_adapters())
         session.commit()
     engine.dispose()
     with TestClient(create_app(settings, migrate_on_startup=False)) as test_client:

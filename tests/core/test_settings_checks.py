@@ -11,6 +11,7 @@ import pytest
 
 from lora_manager.core.config import get_settings, load_settings
 from lora_manager.core.errors import ExitCode, InvalidSettingsError
+from tests.support.processes import run_cli
 
 COMMANDS = [
     ["serve"],
@@ -22,17 +23,6 @@ COMMANDS = [
     ["db", "current"],
     ["db", "history"],
 ]
-
-
-def run_cli(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["lora-manager", *argv],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def assert_one_line_refusal(result: subprocess.CompletedProcess[str], *expected: str) -> str:

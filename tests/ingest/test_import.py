@@ -17,33 +17,30 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
 
 from lora_manager.catalog import service as catalog_service
-from lora_manager.catalog.schemas import ActivateIn
-from lora_manager.core.config import Settings, load_settings
 from lora_manager.core.db import make_engine, make_session_factory
-from lora_manager.core.migrations import MigrationRunner
 from lora_manager.core.models import Adapter, AdapterTag
 from lora_manager.ingest.service import Importer, ImportSummary
+from tests.support.imports import Catalog, import_cli, open_catalog, row_dict
 from tests.support.library import (
     ExpectedModel,
     FixtureLibrary,
     build_fixture_library,
     civitai_version,
+    edit_json,
     kohya_metadata,
     sidecar_path,
     write_json,
     write_safetensors,
 )
+from tests.support.migrate import migrate
 
 USER_FIELDS = ("active", "weight", "ordinal", "is_favorite", "rating", "notes", "user_tags")
 MODEL_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
@@ -66,81 +63,8 @@ SCAN_REASONS = {
 # --- a migrated catalog and imports into it ----------------------------------------------
 
 
-@dataclass
-class Catalog:
-    """One migrated database with its engine, and the library root it imports from."""
-
-    url: str
-    root: Path
-    settings: Settings
-    engine: Engine
-    factory: sessionmaker[Session]
-
-    def run(self, roots: list[Path] | None = None, *, dry_run: bool = False) -> ImportSummary:
-        importer = Importer(self.settings, self.factory, echo=lambda _: None, dry_run=dry_run)
-        return importer.run(roots or [self.root])
-
-    def adapters(self) -> list[Adapter]:
-        with self.factory() as session:
-            return list(session.scalars(select(Adapter).order_by(Adapter.file_path)))
-
-    def adapter(self, path: Path) -> Adapter:
-        """The one adapter of the file at `path` (by its real path)."""
-        matches = [a for a in self.adapters() if a.real_path == os.path.realpath(path)]
-        assert len(matches) == 1, f"{len(matches)} adapters for {path}"
-        return matches[0]
-
-    def count(self) -> int:
-        with self.factory() as session:
-            return int(session.scalar(select(func.count()).select_from(Adapter)) or 0)
-
-    def snapshot(self) -> dict[str, Any]:
-        """Every adapter row and tag row, to prove that nothing changed."""
-        with self.factory() as session:
-            adapters = {a.id: row_dict(a) for a in session.scalars(select(Adapter))}
-            tags = sorted(
-                (t.adapter_id, t.tag, t.is_user) for t in session.scalars(select(AdapterTag))
-            )
-        return {"adapters": adapters, "tags": tags}
-
-    def set_user_fields(self, adapter_id: str, *, tags: list[str], **values: Any) -> None:
-        """What a user sets through the catalog: favourite, rating, notes, activation, tags."""
-        with self.factory() as session:
-            adapter = catalog_service.require(session, adapter_id)
-            catalog_service.set_favorite(adapter, values.get("is_favorite", True))
-            catalog_service.set_rating(adapter, values.get("rating", 4))
-            adapter.notes = values.get("notes", "my own notes")
-            catalog_service.activate(
-                session,
-                adapter,
-                ActivateIn(weight=values.get("weight", 0.35), ordinal=values.get("ordinal", 7)),
-            )
-            catalog_service.set_user_tags(session, adapter, tags)
-            session.commit()
-
-
-def row_dict(adapter: Adapter) -> dict[str, Any]:
-    return {column.key: getattr(adapter, column.key) for column in Adapter.__table__.columns}
-
-
 def user_fields(adapter: Adapter) -> dict[str, Any]:
     return {name: getattr(adapter, name) for name in USER_FIELDS}
-
-
-def migrate(url: str) -> None:
-    MigrationRunner(load_settings(database_url=url), echo=lambda _: None).upgrade()
-
-
-@contextmanager
-def open_catalog(url: str, root: Path, *, migrated: bool = False) -> Iterator[Catalog]:
-    if not migrated:
-        migrate(url)
-    settings = load_settings(database_url=url, lora_roots=[str(root)])
-    engine = make_engine(settings)
-    try:
-        yield Catalog(url, root, settings, engine, make_session_factory(engine))
-    finally:
-        engine.dispose()
 
 
 def fresh_url(request: pytest.FixtureRequest, like: str, tmp_path: Path) -> str:
@@ -201,12 +125,6 @@ def move_with_sidecars(model: Path, target: Path) -> None:
     for name in sidecar_names(model):
         os.rename(model.parent / name, target.parent / (target.stem + name[len(model.stem) :]))
     os.rename(model, target)
-
-
-def edit_json(path: Path, **changes: Any) -> None:
-    document = json.loads(path.read_text())
-    document.update(changes)
-    path.write_text(json.dumps(document, indent=2))
 
 
 def write_named_model(
@@ -917,20 +835,6 @@ def test_two_imports_at_once_in_threads(catalog: Catalog, library: FixtureLibrar
 # --- the command line --------------------------------------------------------------------------
 
 
-def _cli(
-    args: list[str], env: dict[str, str], url: str, cwd: Path
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["lora-manager", "import", *args],
-        env={**env, "DATABASE_URL": url},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_two_cli_imports_at_once_on_postgresql(
     pg_url: str, cli_env: dict[str, str], library: FixtureLibrary, tmp_path: Path
 ) -> None:
@@ -962,7 +866,7 @@ def test_cli_import_prints_a_json_summary_and_dry_run_changes_nothing(
 ) -> None:
     readable = len(library.models) + len(library.listed_only)
     cli_env = {**cli_env, "LORA_ROOTS": str(library.root)}
-    dry = _cli([str(library.root), "--dry-run", "--json"], cli_env, sqlite_url, tmp_path)
+    dry = import_cli([str(library.root), "--dry-run", "--json"], cli_env, sqlite_url, tmp_path)
     assert dry.returncode == 0, dry.stderr
     dry_summary = json.loads(dry.stdout)
     assert dry_summary["dry_run"] is True
@@ -970,7 +874,7 @@ def test_cli_import_prints_a_json_summary_and_dry_run_changes_nothing(
     with open_catalog(sqlite_url, library.root, migrated=True) as catalog:
         assert catalog.count() == 0
 
-    done = _cli([str(library.root), "--json"], cli_env, sqlite_url, tmp_path)
+    done = import_cli([str(library.root), "--json"], cli_env, sqlite_url, tmp_path)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     for key in ("new", "updated", "unchanged", "moved", "missing", "failed", "bytes_hashed"):
@@ -982,7 +886,9 @@ def test_cli_import_prints_a_json_summary_and_dry_run_changes_nothing(
         str(b.path) for b in library.bad_files.values()
     }
 
-    again = json.loads(_cli([str(library.root), "--json"], cli_env, sqlite_url, tmp_path).stdout)
+    again = json.loads(
+        import_cli([str(library.root), "--json"], cli_env, sqlite_url, tmp_path).stdout
+    )
     assert again["unchanged"] + still_broken(library) == again["files"] == summary["files"]
     assert again["failures"] == summary["failures"]  # still broken: listed again, same reason
     assert again["bytes_hashed"] == 0
@@ -995,7 +901,7 @@ def test_cli_import_of_a_missing_folder_fails_clearly(
 ) -> None:
     missing = tmp_path / "no-such-folder"
     env = {**cli_env, "LORA_ROOTS": str(tmp_path)}
-    result = _cli([str(missing), "--json"], env, sqlite_url, tmp_path)
+    result = import_cli([str(missing), "--json"], env, sqlite_url, tmp_path)
 
     assert result.returncode != 0
     assert str(missing) in result.stderr

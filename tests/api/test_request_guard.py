@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 import select
 import socket
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.postgres import free_port
-from tests.support.processes import serving
+from tests.support.processes import BIN_DIR, serving
 
 KEY = "guard-key"
 LIMIT = 64 * 1024
@@ -27,7 +25,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     folder = tmp_path_factory.mktemp("guard")
     port = free_port()
     env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "PATH": f"{BIN_DIR}:/usr/bin:/bin",
         "LORA_MANAGER_ENV_FILE": str(folder / "none.env"),
         "DATABASE_URL": f"sqlite:///{folder / 'lora.db'}",
         "API_KEY": KEY,

@@ -6,7 +6,6 @@ builder is checked, not restated.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,6 @@ from tests.support.original_schema import (
     build_original_database,
     original_index_names,
 )
-from tests.support.postgres import PostgresServer
 
 REVISIONS = [
     "5f681a8fe826",
@@ -239,19 +237,11 @@ def test_original_index_names(revision: str) -> None:
     assert original_index_names(revision) == expected_indexes(REVISIONS.index(revision) + 1)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'original.db'}"
-    server: PostgresServer = request.getfixturevalue("pg_server")
-    return server.create_database(prefix="orig")
-
-
 @pytest.mark.parametrize("revision", REVISIONS)
-def test_builds_the_original_shape_and_rows(empty_url: str, revision: str) -> None:
+def test_builds_the_original_shape_and_rows(db_url: str, revision: str) -> None:
     number = REVISIONS.index(revision) + 1
-    inserted = build_original_database(empty_url, revision)
-    engine = create_engine(empty_url)
+    inserted = build_original_database(db_url, revision)
+    engine = create_engine(db_url)
     try:
         with engine.connect() as connection:
             dialect = connection.dialect.name

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +20,9 @@ import pytest
 
 from tests.support.library import kohya_metadata, write_preview, write_safetensors
 from tests.support.postgres import free_port
-from tests.support.processes import serving
+from tests.support.processes import BIN_DIR, serving
 
 KEY = "schemathesis-key"
-BIN = Path(sys.executable).parent
 MAX_EXAMPLES = 100
 # Checks left out, each for a reason of meaning, not to hide a fault:
 # - positive_data_acceptance expects every schema-valid request to succeed, but a
@@ -68,7 +66,7 @@ def _post(port: int, path: str, body: object) -> dict[str, object]:
 
 def _env(db_url: str, folder: Path, port: int) -> dict[str, str]:
     return {
-        "PATH": f"{BIN}:/usr/bin:/bin",
+        "PATH": f"{BIN_DIR}:/usr/bin:/bin",
         "HOME": str(folder),
         "LORA_MANAGER_ENV_FILE": str(folder / "none.env"),
         "DATABASE_URL": db_url,
@@ -117,7 +115,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     argv = [
-        str(BIN / "schemathesis"),
+        str(BIN_DIR / "schemathesis"),
         "--config-file",
         str(config),
         "run",

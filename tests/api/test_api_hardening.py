@@ -22,16 +22,16 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
 
 from lora_manager.api import create_app
-from lora_manager.core.config import Settings, load_settings
+from lora_manager.core.config import Settings
 from lora_manager.core.db import make_engine, make_session_factory
 from lora_manager.core.models import Adapter, EmbeddingRun, LoraEmbedding
 from lora_manager.ingest.service import Importer
 from lora_manager.recommendations.embedders import make_embedder
 from lora_manager.recommendations.embedding import embed_adapters, run_embedding
 from lora_manager.recommendations.service import start_run
+from tests.support.apps import app_settings
 from tests.support.library import kohya_metadata, write_safetensors
 from tests.support.postgres import PostgresServer
-from tests.support.templates import MigratedTemplates, settings_free_environment
 
 KEY = "hardening-key"
 STEMS = ["ink-wash", "neon-city", "soft-light"]
@@ -39,11 +39,8 @@ STEMS = ["ink-wash", "neon-city", "soft-light"]
 HOOK = "http://127.0.0.1:9/hook"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedTemplates]:
-    """Migrated databases to copy, in an environment without settings of its own."""
-    with settings_free_environment(tmp_path_factory.mktemp("env")):
-        yield MigratedTemplates(tmp_path_factory.mktemp("templates"), "hardtpl")
+# Databases are copies of the module's `templates`, in an environment without settings.
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @dataclass
@@ -63,26 +60,19 @@ class Api:
         return self.client.request(method, path, content=body.encode(), headers=headers)
 
 
-def make_settings(url: str, folder: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": url,
-        "lora_roots": [str(folder / "loras")],
-        "queue_path": folder / "queue.db",
-        "results_dir": folder / "results",
-        "recommendation_index_check": 0,
-        "schema_check_interval": 0,
-        "api_key": KEY,
-        "delivery_http_allowlist": [HOOK],
-    }
-    values.update(overrides)
-    return load_settings(**values)
-
-
 def build_library(url: str, folder: Path) -> Settings:
     root = folder / "loras"
     for seed, stem in enumerate(STEMS):
         write_safetensors(root / f"{stem}.safetensors", kohya_metadata(seed=seed), seed=seed)
-    settings = make_settings(url, folder)
+    settings = app_settings(
+        url,
+        folder,
+        lora_roots=[str(root)],
+        recommendation_index_check=0,
+        schema_check_interval=0,
+        api_key=KEY,
+        delivery_http_allowlist=[HOOK],
+    )
     engine = make_engine(settings)
     try:
         summary = Importer(settings, make_session_factory(engine)).run([root])
@@ -106,11 +96,8 @@ def open_api(settings: Settings, on_engine: Any = None) -> Iterator[Api]:
 
 
 @pytest.fixture
-def library(
-    templates: MigratedTemplates, db_url: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Settings:
-    templates.fill(db_url, request)
-    return build_library(db_url, tmp_path)
+def library(migrated_db_url: str, tmp_path: Path) -> Settings:
+    return build_library(migrated_db_url, tmp_path)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,6 @@ from lora_manager.deliveries.backends.sdnext import deliver_sdnext
 from tests.support.fake_servers import (
     SDNextServer,
     WebhookServer,
-    running_sdnext,
-    running_webhook,
     tiny_png,
 )
 
@@ -36,18 +33,6 @@ def _no_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.upper().startswith(("SDNEXT_", "DELIVERY_")):
             monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookServer]:
-    with running_webhook() as server:
-        yield server
-
-
-@pytest.fixture
-def sdnext() -> Iterator[SDNextServer]:
-    with running_sdnext() as server:
-        yield server
 
 
 def make_request(**changes: Any) -> DeliveryRequest:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from lora_manager.core.config import load_settings
-from lora_manager.core.migrations import MigrationRunner, head_revisions, script_directory
+from lora_manager.core.migrations import head_revisions, script_directory
 from lora_manager.core.models import Base
+from tests.support.migrate import runner_for
 from tests.support.rows import assert_rows_kept, fill_every_table
 
 SEED_CHAIN = [
@@ -29,10 +29,6 @@ SEED_CHAIN = [
 def chain() -> list[str]:
     """Revision ids from base to head."""
     return [s.revision for s in reversed(list(script_directory().walk_revisions()))]
-
-
-def runner_for(url: str) -> MigrationRunner:
-    return MigrationRunner(load_settings(database_url=url), echo=lambda _: None)
 
 
 def test_single_head() -> None:

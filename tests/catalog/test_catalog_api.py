@@ -19,9 +19,9 @@ from sqlalchemy import text
 from lora_manager.api import create_app
 from lora_manager.core.config import load_settings
 from lora_manager.core.db import make_engine, make_session_factory
-from lora_manager.core.migrations import MigrationRunner
 from lora_manager.ingest.service import Importer
 from tests.support.library import write_safetensors
+from tests.support.migrate import migrate
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -163,7 +163,7 @@ def catalog(db_url: str, tmp_path: Path) -> Iterator[Catalog]:
         folder = root / ("sdxl" if "SDXL" in entry[2] else "other")
         folder.mkdir(parents=True, exist_ok=True)
         write_adapter(folder, entry, index + 1)
-    MigrationRunner(load_settings(database_url=db_url), echo=lambda _: None).upgrade()
+    migrate(db_url)
     import_root(db_url, root)
     settings = load_settings(database_url=db_url, lora_roots=[str(root)])
     with TestClient(create_app(settings, migrate_on_startup=False)) as client:
@@ -474,14 +474,14 @@ def test_background_import_reports_progress_and_summary(catalog: Catalog) -> Non
 
 
 def test_imports_need_configured_roots(sqlite_url: str) -> None:
-    MigrationRunner(load_settings(database_url=sqlite_url), echo=lambda _: None).upgrade()
+    migrate(sqlite_url)
     with TestClient(create_app(load_settings(database_url=sqlite_url))) as client:
         response = client.post("/v1/imports", json={})
         assert response.status_code == 409 and "LORA_ROOTS" in response.json()["detail"]
 
 
 def test_every_catalog_route_requires_the_key(db_url: str, tmp_path: Path) -> None:
-    MigrationRunner(load_settings(database_url=db_url), echo=lambda _: None).upgrade()
+    migrate(db_url)
     settings = load_settings(database_url=db_url, api_key="k3y", lora_roots=[str(tmp_path)])
     app = create_app(settings, migrate_on_startup=False)
     routes = [

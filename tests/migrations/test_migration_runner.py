@@ -20,16 +20,11 @@ from lora_manager.core.errors import (
 )
 from lora_manager.core.locks import ADVISORY_LOCK_KEY
 from lora_manager.core.migrations import (
-    MigrationRunner,
     alembic_config,
     script_directory,
 )
+from tests.support.migrate import runner_for
 from tests.support.postgres import free_port
-
-
-def runner_for(url: str, messages: list[str] | None = None, **settings: object) -> MigrationRunner:
-    sink = messages.append if messages is not None else (lambda _: None)
-    return MigrationRunner(load_settings(database_url=url, **settings), echo=sink)
 
 
 def psycopg_dsn(url: str) -> str:

@@ -4,26 +4,14 @@ and each message names the limit that was really applied."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from lora_manager.core.config import load_settings
 from lora_manager.core.errors import DatabaseUnreachableError, ExitCode
-from lora_manager.core.migrations import MigrationRunner
+from tests.support.migrate import runner_for
 from tests.support.postgres import PostgresServer, free_port
-
-
-def runner(url: str, messages: list[str], **settings: object) -> MigrationRunner:
-    return MigrationRunner(load_settings(database_url=url, **settings), echo=messages.append)
-
-
-def run_cli(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["lora-manager", *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
-    )
-
+from tests.support.processes import run_cli
 
 # --- a server that answers "no" -------------------------------------------------------------
 
@@ -41,7 +29,7 @@ def test_refused_connection_fails_at_once_with_the_reason(
     url = f"postgresql+psycopg://{user}:hunter2@127.0.0.1:{pg_server.port}/{database}"
     messages: list[str] = []
     with pytest.raises(DatabaseUnreachableError) as caught:
-        runner(url, messages, db_wait_timeout=30).wait()
+        runner_for(url, messages, db_wait_timeout=30).wait()
     message = str(caught.value)
     assert reason in message
     assert "retrying cannot help" in message
@@ -69,7 +57,9 @@ def test_server_that_is_not_up_is_still_retried() -> None:
     port = free_port()
     messages: list[str] = []
     with pytest.raises(DatabaseUnreachableError, match=r"DB_WAIT_TIMEOUT=1\.5\)"):
-        runner(f"postgresql+psycopg://u@127.0.0.1:{port}/db", messages, db_wait_timeout=1.5).wait()
+        runner_for(
+            f"postgresql+psycopg://u@127.0.0.1:{port}/db", messages, db_wait_timeout=1.5
+        ).wait()
     assert len(messages) >= 2 and all("retrying in" in m for m in messages)
 
 
@@ -104,6 +94,6 @@ def test_db_status_does_not_misreport_db_wait_timeout(
 def test_waiting_commands_name_the_setting_they_applied(unreachable_url: str) -> None:
     messages: list[str] = []
     with pytest.raises(DatabaseUnreachableError, match=r"\(DB_WAIT_TIMEOUT=0\.5\)"):
-        runner(unreachable_url, messages, db_wait_timeout=0.5).wait()
+        runner_for(unreachable_url, messages, db_wait_timeout=0.5).wait()
     with pytest.raises(DatabaseUnreachableError, match=r"\(timeout=0\.5s\)"):
-        runner(unreachable_url, messages, db_wait_timeout=3).wait(timeout=0.5)
+        runner_for(unreachable_url, messages, db_wait_timeout=3).wait(timeout=0.5)

@@ -7,14 +7,11 @@ from sqlalchemy import create_engine, text
 
 from lora_manager.api import create_app
 from lora_manager.core.config import load_settings
-from lora_manager.core.migrations import MigrationRunner, head_revisions
+from lora_manager.core.migrations import head_revisions
+from tests.support.migrate import migrate, runner_for
 from tests.support.postgres import free_port
 
 HEAD = head_revisions()[0]
-
-
-def migrate(url: str, revision: str = "head") -> None:
-    MigrationRunner(load_settings(database_url=url), echo=lambda _: None).upgrade(revision)
 
 
 def client_for(url: str, **settings: object) -> TestClient:
@@ -70,7 +67,7 @@ def test_startup_migrates_when_asked(db_url: str) -> None:
     app = create_app(load_settings(database_url=db_url), migrate_on_startup=True)
     with TestClient(app) as client:
         assert client.get("/health/ready").status_code == 200
-    runner = MigrationRunner(load_settings(database_url=db_url), echo=lambda _: None)
+    runner = runner_for(db_url)
     assert runner.status().at_head
 
 
@@ -84,9 +81,7 @@ def test_schema_moved_under_a_running_api_gives_503_not_sql_errors(sqlite_url: s
     migrate(sqlite_url)
     with client_for(sqlite_url, schema_check_interval=3600) as client:
         assert client.get("/v1/adapters").status_code == 200  # gate now trusts "at head"
-        MigrationRunner(load_settings(database_url=sqlite_url), echo=lambda _: None).downgrade(
-            "base"
-        )
+        runner_for(sqlite_url).downgrade("base")
         response = client.get("/v1/adapters")
         assert response.status_code == 503
         assert response.json()["reason"] == "schema behind"

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from lora_manager.core.errors import ExitCode
 from lora_manager.core.migrations import head_revisions, script_directory
 from tests.support.postgres import PostgresServer, free_port, start_postgres
-from tests.support.processes import DOCKER_DIR, REPO_ROOT, background, wait_for_status
+from tests.support.processes import BIN_DIR, DOCKER_DIR, REPO_ROOT, background, wait_for_status
 
 HEAD = head_revisions()[0]
 CHAIN = [s.revision for s in reversed(list(script_directory().walk_revisions()))]
@@ -203,7 +203,7 @@ def test_seed_alembic_commands_work_from_infrastructure(
 ) -> None:
     env = {**cli_env, "DATABASE_URL": sqlite_url}
     infrastructure = REPO_ROOT / "infrastructure"
-    alembic = [str(Path(sys.executable).parent / "alembic")]
+    alembic = [str(BIN_DIR / "alembic")]
     up = run([*alembic, "upgrade", "a1f4d5d0b6c7"], env, cwd=infrastructure)
     assert up.returncode == 0, up.stderr
     assert "Running upgrade" in up.stderr  # env.py keeps alembic's own progress output

@@ -35,7 +35,7 @@ from lora_manager.deliveries import repository as jobs
 from lora_manager.deliveries import service
 from lora_manager.deliveries.schemas import DeliverySpec, Mode
 from lora_manager.deliveries.tasks import DELIVER_TASK
-from tests.support.fake_servers import SDNextServer, running_sdnext, tiny_png
+from tests.support.fake_servers import SDNextServer, tiny_png
 from tests.support.processes import REPO_ROOT
 from tests.support.webhooks import ScriptedWebhook, running_scripted_webhook
 from tests.support.workers import (
@@ -242,14 +242,8 @@ def make_stack(
 
 
 @pytest.fixture
-def webhook() -> Iterator[ScriptedWebhook]:
+def scripted_webhook() -> Iterator[ScriptedWebhook]:
     with running_scripted_webhook() as server:
-        yield server
-
-
-@pytest.fixture
-def sdnext() -> Iterator[SDNextServer]:
-    with running_sdnext() as server:
         yield server
 
 
@@ -282,12 +276,14 @@ def kill_leftover(pid: int | None) -> None:
 
 @pytest.mark.parametrize("queue", ["sqlite-queue", "redis-queue"])
 def test_webhook_job_succeeds_end_to_end(
-    queue: str, db_url: str, make_stack: Callable[..., Stack], webhook: ScriptedWebhook
+    queue: str, db_url: str, make_stack: Callable[..., Stack], scripted_webhook: ScriptedWebhook
 ) -> None:
     stack = make_stack(
-        db_url, redis=queue == "redis-queue", DELIVERY_HTTP_ALLOWLIST=f"{webhook.url}/hooks/"
+        db_url,
+        redis=queue == "redis-queue",
+        DELIVERY_HTTP_ALLOWLIST=f"{scripted_webhook.url}/hooks/",
     ).migrate()
-    url = webhook.route("/hooks/lora")
+    url = scripted_webhook.route("/hooks/lora")
     worker = stack.worker()
     with stack.api() as client:
         created = client.post(
@@ -316,7 +312,7 @@ def test_webhook_job_succeeds_end_to_end(
     assert summary["url"] == url
     assert shown["status"] == "succeeded" and shown["result"]["status_code"] == 200
 
-    [delivery] = webhook.deliveries()
+    [delivery] = scripted_webhook.deliveries()
     assert delivery.path == "/hooks/lora"
     assert delivery.body == {
         "job_id": job_id,
@@ -332,12 +328,12 @@ def test_webhook_job_succeeds_end_to_end(
 
 
 def test_webhook_status_decides_fail_retry_or_recover(
-    db_url: str, make_stack: Callable[..., Stack], webhook: ScriptedWebhook
+    db_url: str, make_stack: Callable[..., Stack], scripted_webhook: ScriptedWebhook
 ) -> None:
-    stack = make_stack(db_url, DELIVERY_HTTP_ALLOWLIST=webhook.url).migrate()
-    rejected = webhook.route("/rejected", status=422)
-    down = webhook.route("/down", status=503)
-    flaky = webhook.route("/flaky", script=[503, 503], status=200)
+    stack = make_stack(db_url, DELIVERY_HTTP_ALLOWLIST=scripted_webhook.url).migrate()
+    rejected = scripted_webhook.route("/rejected", status=422)
+    down = scripted_webhook.route("/down", status=503)
+    flaky = scripted_webhook.route("/flaky", script=[503, 503], status=200)
     ids = {
         "rejected": stack.submit("http", {"url": rejected, "data": {"case": "rejected"}}),
         "down": stack.submit("http", {"url": down, "data": {"case": "down"}}, max_attempts=3),
@@ -352,7 +348,7 @@ def test_webhook_status_decides_fail_retry_or_recover(
     assert (row.status, row.attempts) == ("failed", 1), explain()
     assert row.last_error is not None and "HTTP 422" in row.last_error
     assert "attempt" not in row.last_error  # a permanent failure names no attempt count
-    assert len(webhook.deliveries("/rejected")) == 1
+    assert len(scripted_webhook.deliveries("/rejected")) == 1
 
     # 503 for ever: every attempt used, then failed.
     row = rows[ids["down"]]
@@ -360,7 +356,7 @@ def test_webhook_status_decides_fail_retry_or_recover(
     assert row.last_error is not None and "HTTP 503" in row.last_error
     assert "attempt 3 of 3" in row.last_error
     assert row.next_attempt_at is None
-    down_times = [d.at for d in webhook.deliveries("/down")]
+    down_times = [d.at for d in scripted_webhook.deliveries("/down")]
     assert len(down_times) == 3
     # Backoff: 0.2 s, then 0.4 s (JOB_RETRY_DELAY doubling); the queue may add to it, never less.
     assert down_times[1] - down_times[0] >= 0.2 - 0.05
@@ -370,8 +366,8 @@ def test_webhook_status_decides_fail_retry_or_recover(
     row = rows[ids["flaky"]]
     assert (row.status, row.attempts) == ("succeeded", 3), explain()
     assert row.last_error is None and result_of(row)["status_code"] == 200
-    assert [d.status for d in webhook.deliveries("/flaky")] == [503, 503, 200]
-    assert {d.job_id for d in webhook.deliveries("/flaky")} == {ids["flaky"]}
+    assert [d.status for d in scripted_webhook.deliveries("/flaky")] == [503, 503, 200]
+    assert {d.job_id for d in scripted_webhook.deliveries("/flaky")} == {ids["flaky"]}
 
 
 # --- 3. SDNext ------------------------------------------------------------------------------
@@ -471,10 +467,10 @@ def test_cli_jobs_succeed_fail_and_time_out(
 
 
 def test_cancelled_pending_job_never_reaches_the_back_end(
-    db_url: str, make_stack: Callable[..., Stack], webhook: ScriptedWebhook
+    db_url: str, make_stack: Callable[..., Stack], scripted_webhook: ScriptedWebhook
 ) -> None:
-    stack = make_stack(db_url, DELIVERY_HTTP_ALLOWLIST=webhook.url).migrate()
-    url = webhook.route("/hook")
+    stack = make_stack(db_url, DELIVERY_HTTP_ALLOWLIST=scripted_webhook.url).migrate()
+    url = scripted_webhook.route("/hook")
     with stack.api() as client:
         cancelled = client.post(
             "/v1/deliveries", json={"mode": "http", "prompt": "never", "params": {"url": url}}
@@ -494,7 +490,7 @@ def test_cancelled_pending_job_never_reaches_the_back_end(
     row = job(stack.engine, cancelled)
     assert (row.status, row.attempts, row.started_at) == ("cancelled", 0, None)
     assert stack.queue.backlog() == 0
-    assert [d.job_id for d in webhook.deliveries()] == [after]
+    assert [d.job_id for d in scripted_webhook.deliveries()] == [after]
 
 
 def test_running_cli_job_is_cancelled_and_its_command_killed(
@@ -555,10 +551,10 @@ def test_running_sdnext_job_is_cancelled_and_interrupted(
 
 
 def test_worker_waits_for_the_schema_then_runs_jobs(
-    db_url: str, make_stack: Callable[..., Stack], webhook: ScriptedWebhook
+    db_url: str, make_stack: Callable[..., Stack], scripted_webhook: ScriptedWebhook
 ) -> None:
-    stack = make_stack(db_url, DELIVERY_HTTP_ALLOWLIST=webhook.url)  # not migrated
-    url = webhook.route("/hook")
+    stack = make_stack(db_url, DELIVERY_HTTP_ALLOWLIST=scripted_webhook.url)  # not migrated
+    url = scripted_webhook.route("/hook")
     # A message already waiting: a worker that has no schema yet must leave it alone.
     stack.queue.enqueue(DELIVER_TASK, "queued-before-the-schema")
     worker = stack.worker()
@@ -582,7 +578,7 @@ def test_worker_waits_for_the_schema_then_runs_jobs(
     job_id = stack.submit("http", {"url": url, "data": {"late": True}})
     row = stack.wait_finished([job_id])[job_id]
     assert (row.status, row.attempts) == ("succeeded", 1), stack.explain([job_id])()
-    assert [d.job_id for d in webhook.deliveries()] == [job_id]
+    assert [d.job_id for d in scripted_webhook.deliveries()] == [job_id]
     wait_until(lambda: stack.queue.backlog() == 0, 10, stack.explain())
 
 
@@ -590,10 +586,10 @@ def test_worker_waits_for_the_schema_then_runs_jobs(
 
 
 def test_job_whose_message_was_lost_is_queued_again(
-    db_url: str, make_stack: Callable[..., Stack], webhook: ScriptedWebhook
+    db_url: str, make_stack: Callable[..., Stack], scripted_webhook: ScriptedWebhook
 ) -> None:
-    stack = make_stack(db_url, DELIVERY_HTTP_ALLOWLIST=webhook.url).migrate()
-    url = webhook.route("/hook")
+    stack = make_stack(db_url, DELIVERY_HTTP_ALLOWLIST=scripted_webhook.url).migrate()
+    url = scripted_webhook.route("/hook")
     # Saved but never queued, as when the queue was unreachable at the time.
     with make_session_factory(stack.engine)() as session:
         row = DeliveryJob(
@@ -614,44 +610,44 @@ def test_job_whose_message_was_lost_is_queued_again(
     row = stack.wait_finished([job_id], timeout=20)[job_id]
     assert (row.status, row.attempts) == ("succeeded", 1), stack.explain([job_id])()
     assert time.monotonic() - created >= 2  # JOB_REQUEUE_AFTER: not before it was overdue
-    assert webhook.counts() == {job_id: 1}
+    assert scripted_webhook.counts() == {job_id: 1}
 
 
 def test_killed_worker_on_its_last_attempt_fails_the_job(
-    sqlite_url: str, make_stack: Callable[..., Stack], webhook: ScriptedWebhook
+    sqlite_url: str, make_stack: Callable[..., Stack], scripted_webhook: ScriptedWebhook
 ) -> None:
-    stack = make_stack(sqlite_url, DELIVERY_HTTP_ALLOWLIST=webhook.url).migrate()
-    url = webhook.route("/hook", delay=30)
+    stack = make_stack(sqlite_url, DELIVERY_HTTP_ALLOWLIST=scripted_webhook.url).migrate()
+    url = scripted_webhook.route("/hook", delay=30)
     doomed = stack.worker(label="doomed")
     job_id = stack.submit("http", {"url": url}, max_attempts=1)
-    assert webhook.wait_for(1, JOB_TIMEOUT), stack.explain([job_id])()
+    assert scripted_webhook.wait_for(1, JOB_TIMEOUT), stack.explain([job_id])()
     doomed.kill_hard()
     stack.worker(label="sweeper")
     row = stack.wait_finished([job_id], timeout=20)[job_id]
     assert (row.status, row.attempts) == ("failed", 1), stack.explain([job_id])()
     assert row.last_error == "worker lost: lease expired during attempt 1 of 1"
     assert row.lease_owner is None and row.finished_at is not None
-    assert webhook.counts() == {job_id: 1}  # not run again: it had no attempt left
+    assert scripted_webhook.counts() == {job_id: 1}  # not run again: it had no attempt left
 
 
 # --- 7. a thousand jobs, three workers, one killed ------------------------------------------
 
 
 def test_thousand_jobs_survive_a_killed_worker_exactly_once(
-    pg_url: str, make_stack: Callable[..., Stack], webhook: ScriptedWebhook
+    pg_url: str, make_stack: Callable[..., Stack], scripted_webhook: ScriptedWebhook
 ) -> None:
     total = 1000
     began = time.monotonic()
     stack = make_stack(
         pg_url,
         redis=True,
-        DELIVERY_HTTP_ALLOWLIST=webhook.url,
+        DELIVERY_HTTP_ALLOWLIST=scripted_webhook.url,
         # A little more margin than the other tests: three busy processes on two cores must
         # never let a live worker's lease lapse (that would be a second delivery too).
         JOB_LEASE_SECONDS="3",
     ).migrate()
-    webhook.set_default(status=200, delay=0.05)  # keeps a few jobs in flight all the time
-    url = webhook.url + "/bulk"
+    scripted_webhook.set_default(status=200, delay=0.05)  # keeps a few jobs in flight all the time
+    url = scripted_webhook.url + "/bulk"
     with make_session_factory(stack.engine)() as session:
         rows = [
             DeliveryJob(
@@ -705,7 +701,7 @@ def test_thousand_jobs_survive_a_killed_worker_exactly_once(
     explain = stack.explain(held)
 
     assert all(row.status == "succeeded" for row in finished.values()), explain()
-    counts = webhook.counts()
+    counts = scripted_webhook.counts()
     assert set(counts) == set(ids)  # everything delivered, nothing foreign
     twice = {job_id for job_id, n in counts.items() if n > 1}
     assert twice <= held, f"delivered more than once without a crash: {twice - held}"
@@ -727,12 +723,12 @@ def test_thousand_jobs_survive_a_killed_worker_exactly_once(
 
 @pytest.mark.parametrize("queue", ["sqlite-queue", "redis-queue"])
 def test_duplicate_messages_run_a_job_once(
-    queue: str, sqlite_url: str, make_stack: Callable[..., Stack], webhook: ScriptedWebhook
+    queue: str, sqlite_url: str, make_stack: Callable[..., Stack], scripted_webhook: ScriptedWebhook
 ) -> None:
     stack = make_stack(
-        sqlite_url, redis=queue == "redis-queue", DELIVERY_HTTP_ALLOWLIST=webhook.url
+        sqlite_url, redis=queue == "redis-queue", DELIVERY_HTTP_ALLOWLIST=scripted_webhook.url
     ).migrate()
-    url = webhook.route("/hook", delay=0.3)
+    url = scripted_webhook.route("/hook", delay=0.3)
     job_id = stack.submit("http", {"url": url})
     stack.queue.enqueue(DELIVER_TASK, job_id)  # three messages for one job before any worker runs
     stack.queue.enqueue(DELIVER_TASK, job_id)
@@ -750,21 +746,23 @@ def test_duplicate_messages_run_a_job_once(
 
     assert rows[job_id].status == rows[sentinel].status == "succeeded", stack.explain()()
     assert job(stack.engine, job_id).attempts == 1
-    assert webhook.counts() == {job_id: 1, sentinel: 1}
+    assert scripted_webhook.counts() == {job_id: 1, sentinel: 1}
 
 
 # --- 9. SIGTERM -------------------------------------------------------------------------------
 
 
 def test_sigterm_lets_a_running_job_finish(
-    db_url: str, make_stack: Callable[..., Stack], webhook: ScriptedWebhook
+    db_url: str, make_stack: Callable[..., Stack], scripted_webhook: ScriptedWebhook
 ) -> None:
-    stack = make_stack(db_url, DELIVERY_HTTP_ALLOWLIST=webhook.url, WORKER_SHUTDOWN_TIMEOUT="10")
+    stack = make_stack(
+        db_url, DELIVERY_HTTP_ALLOWLIST=scripted_webhook.url, WORKER_SHUTDOWN_TIMEOUT="10"
+    )
     stack.migrate()
-    url = webhook.route("/hook", delay=1.5)
+    url = scripted_webhook.route("/hook", delay=1.5)
     worker = stack.worker()
     job_id = stack.submit("http", {"url": url})
-    assert webhook.wait_for(1, JOB_TIMEOUT), stack.explain([job_id])()
+    assert scripted_webhook.wait_for(1, JOB_TIMEOUT), stack.explain([job_id])()
     started = time.monotonic()
     worker.send(signal.SIGTERM)
     assert worker.wait_exit(10) == 0
@@ -774,7 +772,7 @@ def test_sigterm_lets_a_running_job_finish(
     assert (row.status, row.attempts) == ("succeeded", 1), stack.explain([job_id])()
     assert 1.0 <= took < 10
     assert worker.saw("stopped cleanly") and not worker.saw("handed")
-    assert webhook.counts() == {job_id: 1}
+    assert scripted_webhook.counts() == {job_id: 1}
 
 
 def test_sigterm_hands_an_unfinished_job_to_another_worker(

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from lora_manager.api import create_app
-from lora_manager.core.config import Settings, load_settings
+from lora_manager.core.config import Settings
 from lora_manager.core.db import make_engine, make_session_factory
 from lora_manager.core.models import (
     Adapter,
@@ -45,11 +45,12 @@ from lora_manager.recommendations.embedders import HashedNgramEmbedder, make_emb
 from lora_manager.recommendations.embedding import EmbedCount, embed_adapters
 from lora_manager.recommendations.service import refresh_after_import
 from lora_manager.recommendations.text import adapter_text, normalize_trigger, source_hash
+from tests.support.apps import app_settings
 from tests.support.families import FAMILIES, LibraryEntry, insert_library, precision_at_k
 from tests.support.library import build_bulk_library
 from tests.support.ml import requires_ml
 from tests.support.orm import edit_row
-from tests.support.templates import MigratedTemplates, settings_free_environment
+from tests.support.templates import MigratedTemplates
 from tests.support.workers import WorkerProcess, running_worker, wait_until, worker_env
 
 PREFIX = "/v1/recommendations"
@@ -60,6 +61,8 @@ LIGHT = HashedNgramEmbedder()
 TIE_GAP = 0.03
 # From queued to finished for one embedding run of a small library, worker start included.
 RUN_TIMEOUT = 60.0
+# The app is built without settings from the environment, for the whole module.
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -68,17 +71,6 @@ RUN_TIMEOUT = 60.0
 # The issue sets 0.8 for the light embedder and asks the semantic one's figure to be reported;
 # it measured 0.90 here (26 families x 6, seed 11), so it is held to the same bar.
 SEMANTIC_PRECISION_FLOOR = 0.8
-
-
-def make_settings(url: str, folder: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": url,
-        "queue_path": folder / "queue.db",
-        "results_dir": folder / "results",
-        "recommendation_index_check": 0,
-    }
-    values.update(overrides)
-    return load_settings(**values)
 
 
 def ids(answer: dict[str, Any]) -> list[str]:
@@ -176,7 +168,7 @@ class RecApi:
 
 @contextmanager
 def open_api(url: str, folder: Path, **overrides: Any) -> Iterator[RecApi]:
-    settings = make_settings(url, folder, **overrides)
+    settings = app_settings(url, folder, **({"recommendation_index_check": 0} | overrides))
     engine = make_engine(settings)
     try:
         with TestClient(create_app(settings, migrate_on_startup=False)) as client:
@@ -271,19 +263,6 @@ def check_stored_vectors(api: RecApi) -> int:
 # --- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _clean_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with settings_free_environment(tmp_path_factory.mktemp("env")):
-        yield
-
-
-@pytest.fixture(scope="module")
-def templates(
-    tmp_path_factory: pytest.TempPathFactory, _clean_environment: None
-) -> MigratedTemplates:
-    return MigratedTemplates(tmp_path_factory.mktemp("templates"), "rectpl")
-
-
 @pytest.fixture(scope="module")
 def library(
     templates: MigratedTemplates, tmp_path_factory: pytest.TempPathFactory
@@ -297,22 +276,16 @@ def library(
 
 
 @pytest.fixture
-def migrated_sqlite(templates: MigratedTemplates, sqlite_url: str) -> str:
-    templates.fill(sqlite_url)
-    return sqlite_url
-
-
-@pytest.fixture
-def small_library(migrated_sqlite: str, tmp_path: Path) -> Iterator[Library]:
+def small_library(migrated_sqlite_url: str, tmp_path: Path) -> Iterator[Library]:
     """26 families x 6 adapters on SQLite, for tests that change it."""
-    with open_library(migrated_sqlite, tmp_path, per_family=6, seed=3) as opened:
+    with open_library(migrated_sqlite_url, tmp_path, per_family=6, seed=3) as opened:
         yield opened
 
 
 @pytest.fixture
-def api(migrated_sqlite: str, tmp_path: Path) -> Iterator[RecApi]:
+def api(migrated_sqlite_url: str, tmp_path: Path) -> Iterator[RecApi]:
     """The app on an empty migrated SQLite database."""
-    with open_api(migrated_sqlite, tmp_path) as opened:
+    with open_api(migrated_sqlite_url, tmp_path) as opened:
         yield opened
 
 
@@ -343,11 +316,11 @@ def test_similar_precision_at_5_on_sqlite(
 
 @requires_ml
 def test_the_semantic_embedder_end_to_end_and_its_precision(
-    migrated_sqlite: str, tmp_path: Path, record_property: Callable[[str, Any], None]
+    migrated_sqlite_url: str, tmp_path: Path, record_property: Callable[[str, Any], None]
 ) -> None:
     """RECOMMENDATION_EMBEDDER=semantic: MiniLM vectors (384-d, from the [ml] extra; skipped
     without it) stored, indexed and searched through the API; precision reported."""
-    with open_api(migrated_sqlite, tmp_path, recommendation_embedder="semantic") as api:
+    with open_api(migrated_sqlite_url, tmp_path, recommendation_embedder="semantic") as api:
         entries = insert_library(api.engine, per_family=6, seed=11)
         counted = embed_adapters(api.sessions, make_embedder("semantic"), only=None)
         assert counted == EmbedCount(computed=len(entries), unchanged=0)
@@ -954,14 +927,14 @@ def wait_for_run(api: RecApi, run_id: str, worker: WorkerProcess) -> dict[str, A
 @pytest.mark.parametrize("queue", ["sqlite-queue", "redis"])
 def test_a_worker_carries_out_a_recompute(
     queue: str,
-    migrated_sqlite: str,
+    migrated_sqlite_url: str,
     tmp_path: Path,
     cli_env: dict[str, str],
     request: pytest.FixtureRequest,
 ) -> None:
     redis_url = request.getfixturevalue("redis_url") if queue == "redis" else None
     queue_path = None if redis_url else tmp_path / "queue.db"
-    with open_api(migrated_sqlite, tmp_path, redis_url=redis_url, queue_path=queue_path) as api:
+    with open_api(migrated_sqlite_url, tmp_path, redis_url=redis_url, queue_path=queue_path) as api:
         entries = insert_library(api.engine, per_family=2, seed=5)
         total = len(entries)
         assert api.stats()["coverage"] == 0.0
@@ -978,7 +951,7 @@ def test_a_worker_carries_out_a_recompute(
 
         env = worker_env(
             cli_env,
-            DATABASE_URL=migrated_sqlite,
+            DATABASE_URL=migrated_sqlite_url,
             REDIS_URL=redis_url,
             QUEUE_PATH=queue_path,
             LOG_LEVEL="INFO",
@@ -1014,10 +987,10 @@ def test_a_worker_carries_out_a_recompute(
 
 
 def test_a_starting_worker_queues_embeddings_that_are_missing_or_of_another_model(
-    migrated_sqlite: str, tmp_path: Path, cli_env: dict[str, str]
+    migrated_sqlite_url: str, tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     queue_path = tmp_path / "queue.db"
-    with open_api(migrated_sqlite, tmp_path, queue_path=queue_path) as api:
+    with open_api(migrated_sqlite_url, tmp_path, queue_path=queue_path) as api:
         entries = insert_library(api.engine, per_family=1, seed=9)
         # One adapter carries a vector of another model (RECOMMENDATION_EMBEDDER changed).
         assert api.embed(only=[entries[0].id]).computed == 1
@@ -1026,7 +999,9 @@ def test_a_starting_worker_queues_embeddings_that_are_missing_or_of_another_mode
         before = api.stats()
         assert (before["embedded"], before["other_model"]) == (0, 1)
 
-        with running_worker(queue_env(cli_env, migrated_sqlite, queue_path), workers=1) as worker:
+        with running_worker(
+            queue_env(cli_env, migrated_sqlite_url, queue_path), workers=1
+        ) as worker:
             line = worker.wait_for_line("lack current embeddings; run ", RUN_TIMEOUT)
             run_id = line.rsplit("run ", 1)[1].split()[0]
             run = wait_for_run(api, run_id, worker)
@@ -1039,16 +1014,18 @@ def test_a_starting_worker_queues_embeddings_that_are_missing_or_of_another_mode
         )
 
         # Everything current: the next worker start queues nothing.
-        with running_worker(queue_env(cli_env, migrated_sqlite, queue_path), workers=1) as worker:
+        with running_worker(
+            queue_env(cli_env, migrated_sqlite_url, queue_path), workers=1
+        ) as worker:
             worker.wait_for_line("thread(s) as ", RUN_TIMEOUT)
             assert not worker.saw("lack current embeddings")
 
 
 def test_a_recompute_the_queue_cannot_take_is_marked_failed(
-    migrated_sqlite: str, tmp_path: Path
+    migrated_sqlite_url: str, tmp_path: Path
 ) -> None:
     # Nothing listens on port 9 (discard): the queue is unreachable.
-    with open_api(migrated_sqlite, tmp_path, redis_url="redis://127.0.0.1:9/0") as api:
+    with open_api(migrated_sqlite_url, tmp_path, redis_url="redis://127.0.0.1:9/0") as api:
         run = api.recompute()
         assert run["status"] == "failed"
         assert "queue unreachable" in run["error"]
@@ -1066,7 +1043,7 @@ def queue_env(cli_env: dict[str, str], url: str, queue_path: Path) -> dict[str, 
 
 
 def test_an_import_queues_an_embedding_run_that_a_worker_completes(
-    migrated_sqlite: str, tmp_path: Path, cli_env: dict[str, str]
+    migrated_sqlite_url: str, tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     """What `lora-manager import` and POST /v1/imports both do after an import that changed
     the catalog (cli.py, ingest/runs.py): `refresh_after_import`, called in-process here; the
@@ -1074,7 +1051,7 @@ def test_an_import_queues_an_embedding_run_that_a_worker_completes(
     root = tmp_path / "loras"
     models = build_bulk_library(root, 6)
     queue_path = tmp_path / "queue.db"
-    with open_api(migrated_sqlite, tmp_path, queue_path=queue_path) as api:
+    with open_api(migrated_sqlite_url, tmp_path, queue_path=queue_path) as api:
         summary = Importer(api.settings, api.sessions, echo=lambda _: None).run([root])
         assert (summary.new, summary.changed_catalog) == (len(models), True)
         run_id = refresh_after_import(api.sessions, api.settings)
@@ -1087,7 +1064,7 @@ def test_an_import_queues_an_embedding_run_that_a_worker_completes(
         )
         assert api.by_trigger("ink style")["hint"] is not None  # nothing embedded yet
 
-        env = queue_env(cli_env, migrated_sqlite, queue_path)
+        env = queue_env(cli_env, migrated_sqlite_url, queue_path)
         with running_worker(env, workers=1, label="after-import") as worker:
             run = wait_for_run(api, run_id, worker)
         assert run["status"] == "succeeded", run
@@ -1102,12 +1079,12 @@ def test_an_import_queues_an_embedding_run_that_a_worker_completes(
 
 
 def test_a_cli_import_queues_an_embedding_run_that_a_worker_completes(
-    migrated_sqlite: str, tmp_path: Path, cli_env: dict[str, str]
+    migrated_sqlite_url: str, tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     root = tmp_path / "loras"
     models = build_bulk_library(root, 6)
     queue_path = tmp_path / "queue.db"
-    env = {**queue_env(cli_env, migrated_sqlite, queue_path), "LORA_ROOTS": str(root)}
+    env = {**queue_env(cli_env, migrated_sqlite_url, queue_path), "LORA_ROOTS": str(root)}
 
     def run_import() -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -1127,7 +1104,7 @@ def test_a_cli_import_queues_an_embedding_run_that_a_worker_completes(
     assert match, imported.stderr
     run_id = match.group(1)
 
-    with open_api(migrated_sqlite, tmp_path, queue_path=queue_path) as api:
+    with open_api(migrated_sqlite_url, tmp_path, queue_path=queue_path) as api:
         assert api.stats()["adapters"] == len(models)
         assert api.run(run_id)["status"] == "pending"
         with running_worker(env, workers=1, label="after-cli-import") as worker:
@@ -1235,8 +1212,8 @@ def test_request_refusals(tie: Tie) -> None:
     api.for_prompt("ink", expect=422, limit=0)
 
 
-def test_every_route_needs_the_api_key(migrated_sqlite: str, tmp_path: Path) -> None:
-    with open_api(migrated_sqlite, tmp_path, api_key=API_KEY) as api:
+def test_every_route_needs_the_api_key(migrated_sqlite_url: str, tmp_path: Path) -> None:
+    with open_api(migrated_sqlite_url, tmp_path, api_key=API_KEY) as api:
         [adapter_id] = api.add(make_adapter("Ink Wash Master", trained_words=["ink wash"]))
         paths = api.client.get("/openapi.json", headers={"X-API-Key": API_KEY}).json()["paths"]
         routes = sorted(
