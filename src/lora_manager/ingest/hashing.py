@@ -14,7 +14,6 @@ from pathlib import Path
 
 HASH_BLOCK_SIZE = 4 * 1024 * 1024
 AUTOV2_LENGTH = 10
-AUTOV3_LENGTH = 12
 
 
 def sha256_file(
@@ -49,17 +48,6 @@ def normalise_hash(value: str | None) -> str:
 def autov2(sha256_hex: str) -> str:
     """Civitai's AutoV2 of a file: the first 10 hex digits of its SHA-256, upper case."""
     return normalise_hash(sha256_hex)[:AUTOV2_LENGTH].upper()
-
-
-def autov3(tensor_sha256_hex: str) -> str:
-    """Civitai's AutoV3: the first 12 hex digits of the tensor-only SHA-256, upper case."""
-    return normalise_hash(tensor_sha256_hex)[:AUTOV3_LENGTH].upper()
-
-
-def same_hash(a: str | None, b: str | None) -> bool:
-    """Whether two hashes are the same, ignoring case and a `0x` prefix; empty never matches."""
-    left, right = normalise_hash(a), normalise_hash(b)
-    return bool(left) and left == right
 
 
 def hash_files(
