@@ -32,6 +32,14 @@ def _json(status: int, detail: str, **extra: object) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail, **extra})
 
 
+def _schema_behind(exc: SchemaNotAtHeadError) -> JSONResponse:
+    return _json(503, str(exc), reason="schema behind")
+
+
+def _unreachable() -> JSONResponse:
+    return _json(503, "database unreachable", reason="database unreachable")
+
+
 # What a 422 repeats of the input: a 10 MB prompt must not come back as a 10 MB error.
 ECHO_CHARS = 100
 MAX_ERRORS = 50
@@ -158,9 +166,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def project_error(_: Request, exc: LoraManagerError) -> JSONResponse:
         # The error family carries its own status (core/errors.py).
         if isinstance(exc, SchemaNotAtHeadError):
-            return _json(503, str(exc), reason="schema behind")
+            return _schema_behind(exc)
         if isinstance(exc, DatabaseUnreachableError):
-            return _json(503, "database unreachable", reason="database unreachable")
+            return _unreachable()
         if exc.status_code >= 500 and not isinstance(exc, UnavailableError):
             log.error("unexpected %s: %s", type(exc).__name__, exc)
             return _json(500, "internal error")
@@ -184,11 +192,11 @@ def install_error_handlers(app: FastAPI) -> None:
             try:
                 gate.ensure_at_head()
             except SchemaNotAtHeadError as behind:
-                return _json(503, str(behind), reason="schema behind")
+                return _schema_behind(behind)
             except DatabaseUnreachableError:
-                return _json(503, "database unreachable", reason="database unreachable")
+                return _unreachable()
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-            return _json(503, "database unreachable", reason="database unreachable")
+            return _unreachable()
         refused = database_refused(exc)
         if refused is not None:
             log.error("database refused on %s: %s", request.url.path, short_error(exc))
