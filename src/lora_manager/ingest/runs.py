@@ -166,7 +166,8 @@ def interrupt_stale_runs(session: Session, *, now: datetime | None = None) -> li
     for run in stale:
         since = last_sign_of_life(run).isoformat(sep=" ", timespec="seconds")
         _interrupt(run, now, f"no sign of life from the process running it since {since} UTC")
-    session.commit()
+    if stale:  # reads call this: commit only when a run was marked
+        session.commit()
     return [run.id for run in stale]
 
 
